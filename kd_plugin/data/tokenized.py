@@ -1,0 +1,297 @@
+"""Corpus -> tokenized, chunked, cached training sequences (+ a held-out split and the token counts).
+
+Pipeline (all through ``datasets.map`` into Arrow files, so memory does not grow with the corpus):
+
+1. clean (:func:`kd_plugin.data.cleaning.clean_corpus`): normalise, drop empty documents, count;
+2. split documents into train / held-out, seeded, BEFORE chunking: no document contributes to both;
+3. tokenize with the fast tokenizer, batched, without special tokens; cut every document into consecutive chunks
+   of at most ``max_seq_length - 2`` tokens (long documents are split, never dropped or truncated) and wrap each
+   chunk as ``[CLS] chunk [SEP]`` (``bos``/``eos`` for tokenizers without cls/sep, e.g. RoBERTa-style);
+4. count token ids over the train split once (for frequency-smoothed masking, ``counts ** -0.7``).
+
+Cache layout, one directory per set of arguments that change the result::
+
+    <cache_dir>/tokenized-<key>/          key = sha256 of (corpus fingerprint, tokenizer class + name_or_path +
+        train/                                 vocab size + content hash, max_seq_length, held_out_fraction,
+        held_out/                              seed, format version), first 16 hex digits
+        token_counts.npy                  int64 (vocab_size,)
+        meta.json                         the key fields and the stats; written last, marks the cache complete
+
+``train/`` and ``held_out/`` are ``Dataset.save_to_disk`` directories, reopened with ``load_from_disk``
+(memory-mapped). A build happens in a ``.tokenized-<key>.tmp-*`` sibling renamed into place at the end, so an
+interrupted build never leaves a half cache. In a multi-process job let one rank build first (then barrier).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset, Features, Sequence, Value, load_from_disk
+
+from kd_plugin.data.cleaning import clean_corpus
+from kd_plugin.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+SPLITS = ("train", "held_out")
+_META = "meta.json"
+_COUNTS = "token_counts.npy"
+
+# one row per chunk (a training sequence)
+CHUNK_FEATURES = Features(
+    {
+        "input_ids": Sequence(Value("int32")),  # (length,) [CLS] ... [SEP]
+        "length": Value("int32"),  # len(input_ids) <= max_seq_length
+        "doc_id": Value("string"),  # the document the chunk comes from
+        "chunk_index": Value("int32"),  # position of the chunk in its document, 0-based
+    }
+)
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    """Train and held-out sequences (Arrow-backed, memory-mapped) with token counts and build statistics."""
+
+    train: Dataset  # rows: input_ids (length,), length, doc_id, chunk_index
+    held_out: Dataset  # same columns; documents disjoint from train
+    token_counts: torch.Tensor  # (vocab_size,) int64, over every train input_id (special tokens included)
+    stats: dict[str, int]
+    cache_path: Path
+    from_cache: bool  # True when this call reused an existing cache (no tokenization ran)
+
+    def lengths(self, split: str = "train") -> np.ndarray:
+        """Sequence lengths of a split as an int64 array (n_chunks,), for the length-grouped sampler."""
+        ds = self.train if split == "train" else self.held_out
+        return ds.data.column("length").to_numpy().astype(np.int64)
+
+
+def special_token_ids(tokenizer) -> tuple[int, int]:
+    """(start, end) ids that wrap each chunk: cls/sep, else bos/eos."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if start is None or end is None:
+        raise ConfigError(
+            "data.tokenizer",
+            f"{type(tokenizer).__name__} has neither cls/sep nor bos/eos tokens to wrap sequences",
+            "a tokenizer with cls_token and sep_token (BERT) or bos_token and eos_token (RoBERTa)",
+        )
+    return int(start), int(end)
+
+
+def tokenizer_fingerprint(tokenizer) -> dict[str, object]:
+    """What identifies a tokenizer for caching: class, name_or_path, vocab size and a hash of its definition."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)  # call-time settings, not part of the vocabulary
+        definition.pop("padding", None)
+    else:
+        definition = tokenizer.get_vocab()
+    content = json.dumps(definition, sort_keys=True).encode()
+    return {
+        "class": type(tokenizer).__name__,
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "vocab_size": len(tokenizer),
+        "content_sha256": hashlib.sha256(content).hexdigest()[:16],
+    }
+
+
+def _tokenize_and_chunk(
+    batch: dict[str, list], tokenizer, max_seq_length: int, start_id: int, end_id: int
+) -> dict[str, list]:
+    """Batched map: documents in, chunks out (a document yields ceil(n_tokens / (max_seq_length - 2)) rows)."""
+    encoded = tokenizer(
+        batch["text"],
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # no "sequence longer than model max length" warning: we split below
+    )["input_ids"]
+    body = max_seq_length - 2
+    out: dict[str, list] = {"input_ids": [], "length": [], "doc_id": [], "chunk_index": []}
+    for doc_id, ids in zip(batch["doc_id"], encoded, strict=True):
+        for chunk_index, begin in enumerate(range(0, len(ids), body)):
+            input_ids = [start_id, *ids[begin : begin + body], end_id]  # (<= max_seq_length,)
+            out["input_ids"].append(input_ids)
+            out["length"].append(len(input_ids))
+            out["doc_id"].append(str(doc_id))
+            out["chunk_index"].append(chunk_index)
+    return out
+
+
+def _split_documents(n_docs: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, held-out) document indices, each sorted; at least one held-out doc when fraction > 0."""
+    n_held = int(round(n_docs * held_out_fraction))
+    if held_out_fraction > 0 and n_docs >= 2:
+        n_held = min(max(n_held, 1), n_docs - 1)
+    elif n_docs < 2:
+        n_held = 0
+    permutation = np.random.default_rng(seed).permutation(n_docs)  # (n_docs,)
+    return np.sort(permutation[n_held:]), np.sort(permutation[:n_held])
+
+
+def _count_tokens(dataset: Dataset, vocab_size: int) -> np.ndarray:
+    """bincount of every input_id, one Arrow record batch at a time."""
+    counts = np.zeros(vocab_size, dtype=np.int64)  # (vocab_size,)
+    for chunk in dataset.data.column("input_ids").chunks:
+        ids = chunk.flatten().to_numpy(zero_copy_only=False)
+        if len(ids):
+            if int(ids.max()) >= vocab_size:
+                raise ConfigError("data.tokenizer", f"token id {int(ids.max())} >= vocab size {vocab_size}")
+            counts += np.bincount(ids, minlength=vocab_size)
+    return counts
+
+
+def _chunk_stats(chunks: Dataset, n_docs: int) -> dict[str, int]:
+    if len(chunks) == 0:
+        return {"docs": n_docs, "docs_without_tokens": n_docs, "long_docs_split": 0, "chunks": 0, "tokens": 0}
+    chunk_index = chunks.data.column("chunk_index")
+    first_chunks = int(pc.sum(pc.equal(chunk_index, 0)).as_py() or 0)
+    return {
+        "docs": n_docs,
+        "docs_without_tokens": n_docs - first_chunks,
+        "long_docs_split": int(pc.sum(pc.equal(chunk_index, 1)).as_py() or 0),
+        "chunks": len(chunks),
+        "tokens": int(pc.sum(chunks.data.column("length")).as_py() or 0),
+    }
+
+
+def _validate(max_seq_length: int, held_out_fraction: float, num_proc: int) -> None:
+    if not isinstance(max_seq_length, int) or max_seq_length < 3:
+        raise ConfigError(
+            "data.max_seq_length", f"{max_seq_length!r} leaves no room for text", "an integer >= 3"
+        )
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ConfigError(
+            "data.held_out_fraction", f"{held_out_fraction!r} is out of range", "0 <= fraction < 1"
+        )
+    if num_proc < 1:
+        raise ConfigError("data.num_proc", f"{num_proc!r}", "an integer >= 1")
+
+
+def _load(path: Path, from_cache: bool) -> TokenizedCorpus:
+    meta = json.loads((path / _META).read_text())
+    return TokenizedCorpus(
+        train=load_from_disk(str(path / "train")),
+        held_out=load_from_disk(str(path / "held_out")),
+        token_counts=torch.from_numpy(np.load(path / _COUNTS)).long(),
+        stats=meta["stats"],
+        cache_path=path,
+        from_cache=from_cache,
+    )
+
+
+def build_tokenized_corpus(
+    dataset: Dataset,
+    tokenizer,
+    max_seq_length: int,
+    cache_dir: str | os.PathLike,
+    held_out_fraction: float = 0.01,
+    seed: int = 0,
+    num_proc: int = 1,
+) -> TokenizedCorpus:
+    """Tokenize ``dataset`` (column ``text``, optional ``doc_id``) into cached train / held-out sequences.
+
+    A second call with the same corpus, tokenizer, ``max_seq_length``, ``held_out_fraction`` and ``seed``
+    reopens the cache without tokenizing (``from_cache=True``). ``num_proc`` parallelises the maps and is not
+    part of the key (the result does not depend on it).
+    """
+    _validate(max_seq_length, held_out_fraction, num_proc)
+    start_id, end_id = special_token_ids(tokenizer)
+    key_fields = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "corpus_fingerprint": dataset._fingerprint,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_seq_length": max_seq_length,
+        "held_out_fraction": held_out_fraction,
+        "seed": seed,
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    cache_root = Path(cache_dir)
+    final = cache_root / f"tokenized-{key}"
+    if (final / _META).exists():
+        logger.info("reusing tokenized corpus %s", final)
+        return _load(final, from_cache=True)
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = cache_root / f".tokenized-{key}.tmp-{uuid.uuid4().hex[:8]}"
+    work = tmp / "work"  # intermediate Arrow files, deleted before the rename
+    work.mkdir(parents=True)
+    parallel = num_proc if num_proc > 1 else None
+    try:
+        clean, cleaning = clean_corpus(
+            dataset,
+            cache_file_name=str(work / "clean.arrow"),
+            num_proc=num_proc,
+            new_fingerprint=f"{key}-clean",
+        )
+        if len(clean) == 0:
+            raise ConfigError(
+                "data.corpus", f"no non-empty document among {cleaning.n_docs_in}", "a corpus with text"
+            )
+        doc_indices = dict(zip(SPLITS, _split_documents(len(clean), held_out_fraction, seed), strict=True))
+
+        stats: dict[str, int] = {
+            "docs_in": cleaning.n_docs_in,
+            "docs": cleaning.n_docs,
+            "empty_skipped": cleaning.n_empty_skipped,
+            "replaced_chars": cleaning.n_replaced_chars,
+            "control_chars": cleaning.n_control_chars,
+            "max_seq_length": max_seq_length,
+        }
+        for split in SPLITS:
+            indices = doc_indices[split]
+            if len(indices) == 0:
+                chunks = Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
+            else:
+                docs = clean.select(indices, new_fingerprint=f"{key}-{split}-docs")
+                chunks = docs.map(
+                    _tokenize_and_chunk,
+                    batched=True,
+                    remove_columns=docs.column_names,
+                    features=CHUNK_FEATURES,
+                    fn_kwargs={
+                        "tokenizer": tokenizer,
+                        "max_seq_length": max_seq_length,
+                        "start_id": start_id,
+                        "end_id": end_id,
+                    },
+                    num_proc=parallel,
+                    cache_file_name=str(work / f"{split}.arrow"),
+                    new_fingerprint=f"{key}-{split}",
+                    desc=f"tokenizing {split}",
+                )
+            # an empty split needs one explicit shard: a 0-shard directory does not load back
+            chunks.save_to_disk(str(tmp / split), num_shards=1 if len(chunks) == 0 else None)
+            for name, value in _chunk_stats(chunks, len(indices)).items():
+                stats[f"{split}_{name}"] = value
+
+        for name in ("docs_without_tokens", "long_docs_split", "chunks", "tokens"):
+            stats[name] = stats[f"train_{name}"] + stats[f"held_out_{name}"]
+        counts = _count_tokens(load_from_disk(str(tmp / "train")), len(tokenizer))  # (vocab_size,)
+        np.save(tmp / _COUNTS, counts)
+        del clean, chunks
+        shutil.rmtree(work)
+        (tmp / _META).write_text(json.dumps({"key": key, "key_fields": key_fields, "stats": stats}, indent=2))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished the same cache first
+            if not (final / _META).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("tokenized corpus written to %s: %s", final, stats)
+    return _load(final, from_cache=False)

@@ -1,0 +1,83 @@
+"""The declared loss mixture: ``total = sum_k alpha_k * L_k`` over the registered terms with nonzero weight.
+
+The declaration (weights by term name, temperature, per-term options) is validated in full when the mixture is
+built, before any model runs. Forward returns every weighted term and the total, so each can be logged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kd_plugin.errors import ConfigError
+
+# Importing the term modules registers them.
+from kd_plugin.losses import attention_kl, cosine, hidden_mse, logit_mse, masked_lm, soft_targets  # noqa: F401
+from kd_plugin.losses.outputs import DistillationOutputs
+from kd_plugin.losses.term import LOSS_TERMS, ModelDims
+
+
+@dataclass(frozen=True)
+class MixtureDeclaration:
+    """``weights``: term name -> alpha (>= 0); ``options``: term name -> keyword options of that term."""
+
+    weights: Mapping[str, float]
+    temperature: float = 2.0
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Checks that need no model: names, weights, temperature."""
+        allowed = ", ".join(LOSS_TERMS.names())
+        for name, weight in self.weights.items():
+            if name not in LOSS_TERMS:
+                raise ConfigError("loss.weights", f"unknown loss term {name!r}", allowed)
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
+                raise ConfigError(f"loss.weights.{name}", f"weight {weight!r} is not a finite number", ">= 0")
+            if weight < 0:
+                raise ConfigError(f"loss.weights.{name}", f"negative weight {weight}", ">= 0")
+        if not any(w > 0 for w in self.weights.values()):
+            raise ConfigError("loss.weights", "all loss weights are zero", f"at least one > 0 among {allowed}")
+        for name in self.options:
+            if name not in LOSS_TERMS:
+                raise ConfigError("loss.options", f"options for unknown loss term {name!r}", allowed)
+        t = self.temperature
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+            raise ConfigError("T", f"temperature {t!r} must be a positive number", "T > 0")
+
+    @property
+    def active(self) -> dict[str, float]:
+        return {name: float(w) for name, w in self.weights.items() if w > 0}
+
+
+class LossMixture(nn.Module):
+    """The weighted sum of the active terms. Terms with weight 0 are not built and cost nothing."""
+
+    def __init__(self, declaration: MixtureDeclaration, dims: ModelDims):
+        super().__init__()
+        declaration.validate()
+        self.declaration = declaration
+        self.weights = declaration.active
+        self.terms = nn.ModuleDict(
+            {
+                name: LOSS_TERMS.get(name)(
+                    name, dims, float(declaration.temperature), **dict(declaration.options.get(name, {}))
+                )
+                for name in self.weights
+            }
+        )
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Extra model outputs the active terms read ("hidden_states", "attentions")."""
+        return frozenset().union(*(term.needs for term in self.terms.values()))
+
+    def forward(self, outputs: DistillationOutputs) -> dict[str, torch.Tensor]:
+        """Return ``{"loss_<term>": alpha * L, ..., "loss": total}``; each value a scalar tensor."""
+        weighted = {f"loss_{name}": self.weights[name] * term(outputs) for name, term in self.terms.items()}
+        weighted["loss"] = torch.stack(list(weighted.values())).sum()
+        return weighted

@@ -1,0 +1,72 @@
+"""The contract of a loss term and the registry that maps a declared name to its class.
+
+A new term is one new module with ``@LOSS_TERMS.register("name")`` on a ``LossTerm`` subclass; the trainer
+and the mixture never name terms, so nothing else changes (torchdistill's registry pattern).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kd_plugin.errors import ConfigError
+from kd_plugin.losses.outputs import DistillationOutputs
+from kd_plugin.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What a term may need to know about the two models to validate itself before any compute."""
+
+    student_hidden_size: int
+    teacher_hidden_size: int
+    student_layers: int
+    teacher_layers: int
+    student_heads: int = 0
+    teacher_heads: int = 0
+
+
+class LossTerm(nn.Module):
+    """One unweighted loss term. Subclasses set ``needs`` and implement ``forward``.
+
+    ``needs`` tells the trainer which extra model outputs to request ("hidden_states", "attentions"), so
+    hidden states are only materialised when some term reads them. Options come from the declaration
+    (``options.<name>.*`` in config) and are validated in ``__init__`` with ``ConfigError``.
+    A term may own parameters (e.g. a projection); they are trained with the student.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    uses_temperature: ClassVar[bool] = False
+
+    def __init__(self, name: str, dims: ModelDims, temperature: float, **options: Any):
+        super().__init__()
+        if options:
+            raise ConfigError(
+                f"loss.options.{name}", f"unknown option(s) {sorted(options)}", "(this term takes no options)"
+            )
+        self.name = name
+        self.temperature = temperature
+
+    def forward(self, outputs: DistillationOutputs) -> torch.Tensor:  # () scalar
+        raise NotImplementedError
+
+
+LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term")
+
+
+ROW_SELECTIONS = ("tokens", "masked")
+
+
+def check_rows(rows: str, key: str) -> str:
+    """Validate the token rows a logit-level term is averaged over."""
+    if rows not in ROW_SELECTIONS:
+        raise ConfigError(key, f"unknown row selection {rows!r}", "'tokens' (all non-pad tokens), 'masked'")
+    return rows
+
+
+def select_rows(rows: str, outputs: DistillationOutputs) -> torch.Tensor:
+    """All real tokens, or masked positions only."""
+    return outputs.token_mask if rows == "tokens" else outputs.masked_positions  # (bs, seq_len)

@@ -1,0 +1,176 @@
+"""DistilBERT dynamic masking (Sanh et al. 2019), after ``prepare_batch_mlm`` in Hugging Face's distiller.py.
+
+A fresh mask is drawn for every batch:
+
+1. Each token id ``v`` has a selection weight (computed once, from corpus counts)::
+
+       w(v) = max(count(v), 1) ** -smoothing    if counts are given and smoothing > 0
+       w(v) = 1                                  otherwise
+       w(v) = 0                                  for special ids (pad, mask, cls, sep, unk, ...)
+
+   With smoothing = 0.7 (the paper's value) a token 100x rarer is 100 ** 0.7 ~= 25x more likely to be picked.
+2. A position gets the weight of its token, and 0 where ``attention_mask == 0``. With ``n_real`` the number of
+   real (attended, non-special) tokens in the whole batch::
+
+       n_tgt = ceil(mlm_probability * n_real)
+
+   positions are drawn by ``torch.multinomial`` without replacement, with probability proportional to the
+   position weights. Special and padding positions have weight 0 and are never selected.
+3. Each selected position independently becomes ``mask_token_id`` (mask_fraction), a token drawn uniformly from
+   the non-special ids (random_fraction; it can be the original token), or is left unchanged (keep_fraction).
+   The input is therefore unchanged at a selected position with probability
+   ``keep_fraction + random_fraction / n_non_special``.
+4. ``labels`` hold the original id at selected positions and -100 (ignored by cross-entropy) elsewhere.
+
+Differences from the original: ``n_real`` excludes [CLS]/[SEP] (the original counted them), random tokens are
+never special ids (the original drew from the whole vocabulary), and all randomness comes from the caller's
+``torch.Generator`` so a batch is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from kd_plugin.errors import ConfigError
+
+IGNORE_INDEX = -100  # label value skipped by torch.nn.functional.cross_entropy
+MASK, RANDOM, KEEP = 0, 1, 2  # outcome of a selected position, indices into the three fractions
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    mlm_probability: float = 0.15
+    mask_fraction: float = 0.8
+    random_fraction: float = 0.1
+    keep_fraction: float = 0.1
+    smoothing: float = 0.7  # exponent of the token-frequency smoothing; 0 disables
+
+    def validate(self) -> MaskingConfig:
+        if not 0.0 < self.mlm_probability <= 1.0:
+            raise ConfigError("masking.mlm_probability", f"got {self.mlm_probability}", "a float in (0, 1]")
+        for name in ("mask_fraction", "random_fraction", "keep_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"masking.{name}", f"got {value}", "a float in [0, 1]")
+        total = self.mask_fraction + self.random_fraction + self.keep_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(
+                "masking.mask_fraction + masking.random_fraction + masking.keep_fraction",
+                f"the fractions sum to {total}",
+                "fractions in [0, 1] summing to 1 (tolerance 1e-6)",
+            )
+        if not (self.smoothing >= 0.0 and math.isfinite(self.smoothing)):
+            raise ConfigError(
+                "masking.smoothing", f"got {self.smoothing}", "a finite float >= 0 (0 disables)"
+            )
+        return self
+
+
+class DynamicMasker:
+    """Draws the MLM targets of a batch; see the module docstring for the formula."""
+
+    def __init__(
+        self,
+        config: MaskingConfig,
+        vocab_size: int,
+        mask_token_id: int,
+        pad_token_id: int,
+        special_token_ids: Iterable[int],
+        token_counts: torch.Tensor | None = None,
+    ):
+        self.config = config.validate()
+        if vocab_size < 2:
+            raise ConfigError("masking.vocab_size", f"got {vocab_size}", "an int >= 2")
+        special = {int(i) for i in special_token_ids} | {int(mask_token_id), int(pad_token_id)}
+        if not all(0 <= i < vocab_size for i in special):
+            raise ConfigError(
+                "masking.special_token_ids", f"got {sorted(special)}", f"ids in [0, {vocab_size})"
+            )
+        self.vocab_size = vocab_size
+        self.mask_token_id = int(mask_token_id)
+
+        self.is_special = torch.zeros(vocab_size, dtype=torch.bool)  # (vocab_size,)
+        self.is_special[sorted(special)] = True
+        self.non_special_ids = (~self.is_special).nonzero().squeeze(1)  # (n_non_special,)
+        if len(self.non_special_ids) == 0:
+            raise ConfigError(
+                "masking.special_token_ids", "every id is special", "at least one non-special id"
+            )
+
+        if token_counts is None or config.smoothing == 0:
+            weights = torch.ones(vocab_size, dtype=torch.float64)  # (vocab_size,)
+        else:
+            if tuple(token_counts.shape) != (vocab_size,) or bool((token_counts < 0).any()):
+                raise ConfigError(
+                    "masking.token_counts",
+                    f"got shape {tuple(token_counts.shape)}",
+                    f"non-negative counts of shape ({vocab_size},), or None for uniform selection",
+                )
+            weights = token_counts.to(torch.float64).clamp(min=1) ** -config.smoothing  # (vocab_size,)
+        weights[self.is_special] = 0.0
+        self.token_weights = weights  # (vocab_size,)
+        self.outcome_probs = torch.tensor(  # (3,) indexed by MASK, RANDOM, KEEP
+            [config.mask_fraction, config.random_fraction, config.keep_fraction], dtype=torch.float64
+        )
+
+    def mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(masked_input_ids, labels)``, both (bs, seq_len); ``input_ids`` is not modified.
+
+        All draws happen on ``generator.device``; the outputs are on the device of ``input_ids``.
+        """
+        if input_ids.dim() != 2 or tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ConfigError(
+                "masking.input_ids",
+                f"got input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)}",
+                "two tensors of the same shape (bs, seq_len)",
+            )
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+            raise ConfigError("masking.input_ids", "token id out of range", f"ids in [0, {self.vocab_size})")
+        device = generator.device
+
+        ids = input_ids.to(device=device, dtype=torch.long)  # (bs, seq_len)
+        real = attention_mask.to(device).bool() & ~self.is_special.to(device)[ids]  # (bs, seq_len)
+        position_weights = self.token_weights.to(device)[ids] * real  # (bs, seq_len)
+        # Exact arithmetic: as floats, 0.15 * 100 == 15.000000000000002 and its ceil would be 16.
+        n_tgt = math.ceil(Fraction(self.config.mlm_probability) * int(real.sum()))
+
+        masked_ids = ids.clone()  # (bs, seq_len)
+        labels = torch.full_like(ids, IGNORE_INDEX)  # (bs, seq_len)
+        if n_tgt > 0:
+            targets = torch.multinomial(  # (n_tgt,) flat positions
+                position_weights.flatten(), n_tgt, replacement=False, generator=generator
+            )
+            original = ids.flatten()[targets]  # (n_tgt,)
+            outcome = torch.multinomial(  # (n_tgt,) MASK, RANDOM or KEEP
+                self.outcome_probs.to(device), n_tgt, replacement=True, generator=generator
+            )
+            non_special_ids = self.non_special_ids.to(device)  # (n_non_special,)
+            random_ids = non_special_ids[  # (n_tgt,)
+                torch.randint(len(non_special_ids), (n_tgt,), generator=generator, device=device)
+            ]
+            new_ids = torch.where(outcome == RANDOM, random_ids, original)  # (n_tgt,)
+            new_ids = torch.where(outcome == MASK, self.mask_token_id, new_ids)  # (n_tgt,)
+            masked_ids.view(-1)[targets] = new_ids
+            labels.view(-1)[targets] = original
+
+        return masked_ids.to(input_ids.device), labels.to(input_ids.device)
+
+
+def count_tokens(batches_of_ids: Iterable[Sequence[int] | torch.Tensor], vocab_size: int) -> torch.Tensor:
+    """Corpus token counts, (vocab_size,) long, for ``DynamicMasker(token_counts=...)``."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)  # (vocab_size,)
+    for ids in batches_of_ids:
+        flat = torch.as_tensor(ids, dtype=torch.long).flatten().cpu()  # (n_tokens,)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
+            raise ConfigError(
+                "masking.vocab_size", f"a token id is outside [0, {vocab_size})", "a larger vocab_size"
+            )
+        counts += torch.bincount(flat, minlength=vocab_size)
+    return counts

@@ -1,0 +1,1 @@
+"""The DeepSpeed distillation trainer and its pieces (launch environment, engine config, checkpoints)."""

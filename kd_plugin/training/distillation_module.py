@@ -1,0 +1,59 @@
+"""The module the DeepSpeed engine trains: the student plus any trainable loss parts (projections).
+
+The frozen teacher is held as a plain attribute, NOT a submodule, so it stays outside the engine, its ZeRO
+partitioning and its optimizer; it runs in eval mode under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from kd_plugin.losses import DistillationOutputs, LossMixture
+
+
+def freeze_teacher(teacher: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
+    teacher = teacher.to(dtype).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+class DistillationModule(nn.Module):
+    def __init__(self, student: PreTrainedModel, mixture: LossMixture, teacher: PreTrainedModel):
+        super().__init__()
+        self.student = student
+        self.mixture = mixture
+        object.__setattr__(self, "teacher", teacher)  # deliberately not registered (see module docstring)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        # input_ids, attention_mask, labels: (bs, seq_len)
+        hidden = "hidden_states" in self.mixture.needs
+        attentions = "attentions" in self.mixture.needs
+        with torch.no_grad():
+            t_out = self.teacher(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_hidden_states=hidden,
+                output_attentions=attentions,
+            )
+        s_out = self.student(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=hidden,
+            output_attentions=attentions,
+        )
+        outputs = DistillationOutputs(
+            student_logits=s_out.logits,  # (bs, seq_len, voc_size)
+            teacher_logits=t_out.logits,  # (bs, seq_len, voc_size)
+            attention_mask=attention_mask,
+            mlm_labels=labels,
+            student_hidden_states=s_out.hidden_states if hidden else None,
+            teacher_hidden_states=t_out.hidden_states if hidden else None,
+            student_attentions=s_out.attentions if attentions else None,
+            teacher_attentions=t_out.attentions if attentions else None,
+        )
+        return self.mixture(outputs)

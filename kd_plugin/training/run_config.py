@@ -1,0 +1,87 @@
+"""Checks of the experiment config that need no model, run before anything is loaded or computed.
+
+Every failure is a ``ConfigError`` naming the config key and the allowed values. The Sacred experiment calls
+``validate_distill_config`` first thing; checks that need the models (layer indices against the teacher's
+depth, ``cos`` between different widths) run right after the teacher config is read, still before training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kd_plugin.errors import ConfigError
+from kd_plugin.losses import MixtureDeclaration
+from kd_plugin.masking import MaskingConfig
+from kd_plugin.training.ds_config import check_ds_json, load_ds_json, plan_batches
+
+ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_cos": "cos", "alpha_mse": "mse"}
+
+
+def mixture_declaration(cfg: Mapping[str, Any]) -> MixtureDeclaration:
+    """alpha_* (the paper's names) plus ``loss_weights`` for the registry's other terms."""
+    weights = {term: cfg[key] for key, term in ALPHA_KEYS.items()}
+    for name, weight in dict(cfg.get("loss_weights") or {}).items():
+        if name in weights:
+            raise ConfigError(f"loss_weights.{name}", f"'{name}' is already set by alpha_{name}",
+                              "terms other than ce, mlm, cos, mse")
+        weights[name] = weight
+    return MixtureDeclaration(weights=weights, temperature=cfg["T"], options=dict(cfg.get("loss_options") or {}))
+
+
+def _positive_int(value: Any, key: str, allow_none: bool = False, minimum: int = 1) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(key, f"{value!r} is not an integer >= {minimum}", f">= {minimum}" + (" or null" if allow_none else ""))
+
+
+def _in_range(value: Any, key: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(key, f"{value!r} is out of range", f"{lo}{low}, {high}{hi}")
+
+
+def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None:
+    mixture_declaration(cfg).validate()
+    MaskingConfig(**cfg["masking"]).validate()
+
+    data = cfg["data"]
+    _positive_int(data["max_seq_length"], "data.max_seq_length", minimum=8)
+    if data["max_seq_length"] > 512:
+        raise ConfigError("data.max_seq_length", f"{data['max_seq_length']} exceeds BERT's 512 positions", "8..512")
+    _in_range(data["held_out_fraction"], "data.held_out_fraction", 0.0, 1.0, high_open=True)
+    _positive_int(data.get("max_documents"), "data.max_documents", allow_none=True)
+
+    batch = cfg["batch"]
+    plan_batches(batch["micro_batch_size"], batch["gradient_accumulation_steps"], batch["effective_batch_size"], world_size)
+
+    optim = cfg["optim"]
+    _in_range(optim["lr"], "optim.lr", 0.0, 1.0, low_open=True)
+    betas = optim["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+        raise ConfigError("optim.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
+    for i, beta in enumerate(betas):
+        _in_range(beta, f"optim.betas[{i}]", 0.0, 1.0, high_open=True)
+    _in_range(optim["eps"], "optim.eps", 0.0, 1.0, low_open=True)
+    _in_range(optim["weight_decay"], "optim.weight_decay", 0.0, 1.0)
+    _in_range(optim["warmup_proportion"], "optim.warmup_proportion", 0.0, 1.0, high_open=True)
+    _in_range(optim["max_grad_norm"], "optim.max_grad_norm", 0.0, math.inf, high_open=True)
+
+    if (cfg["max_steps"] is None) == (cfg["epochs"] is None):
+        raise ConfigError("max_steps", "set exactly one of max_steps and epochs (the other null)",
+                          "max_steps >= 1 with epochs=null, or epochs > 0 with max_steps=null")
+    _positive_int(cfg["max_steps"], "max_steps", allow_none=True)
+    if cfg["epochs"] is not None:
+        _in_range(cfg["epochs"], "epochs", 0.0, 1000.0, low_open=True)
+    _positive_int(cfg["log_every"], "log_every")
+    _positive_int(cfg["checkpoint_every"], "checkpoint_every", allow_none=True)
+    _positive_int(cfg["seed"], "seed", minimum=0)
+    check_ds_json(load_ds_json(cfg["deepspeed_config"]))
+    if cfg.get("resume") is not None and not Path(cfg["resume"]).is_dir():
+        raise ConfigError("resume", f"checkpoint directory {cfg['resume']!r} does not exist",
+                          "a directory written by an earlier run (<output_dir>/checkpoints)")

