@@ -34,7 +34,7 @@ class AccumulationWindow:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values)
         *sums, micro_batches, tokens = values.tolist()
-        means = {n: s / micro_batches for n, s in zip(names, sums)}
+        means = {n: s / micro_batches for n, s in zip(names, sums, strict=True)}
         self.__init__()
         return means, int(tokens)
 
