@@ -12,7 +12,10 @@ Invalid values stop the run before any compute with ``<key>: <problem>; allowed:
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # sacred 0.8.7 imports it
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
@@ -23,6 +26,7 @@ LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
 from kd_plugin.training.run_config import validate_distill_config  # noqa: E402
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
@@ -40,6 +44,7 @@ def config():
         n_layers=None,  # null = half the teacher's layers
         layers="alternate",  # alternate | distilbert_release | first | last | uniform | random_init | [i, j, ...]
         fold_token_type_embedding=True,  # add the teacher's token-type-0 row into the position embeddings
+        dropout=None,  # null = the teacher's dropout
     )
     T = 2.0  # softmax temperature of the soft-target loss (teacher and student), 1 at inference
     alpha_ce = 5.0  # soft-target KL * T^2
@@ -70,6 +75,7 @@ def config():
     checkpoint_every = 100  # optimizer steps between checkpoints (null = only at the end)
     output_dir = None  # null = outputs/distill/<time>-<config hash>
     resume = None  # a <output_dir>/checkpoints directory to continue from
+    stop_at_step = None  # end this run early at this step (schedule still planned for max_steps); resume later
     progress_bar = True
 
 
@@ -118,14 +124,16 @@ def offload():
 def validate(config, command_name, logger):
     """Reject bad values before the run starts (no compute, no half-created run record)."""
     if command_name == "main":
-        validate_distill_config(config, LAUNCH.world_size)
+        with exit_on_config_error():
+            validate_distill_config(config, LAUNCH.world_size)
     return {}
 
 
 @ex.main
 def main(_config, _run):
-    trainer = DistillationTrainer(dict(_config), log_scalar=_run.log_scalar, info=_run.info)
-    result = trainer.run()
+    with exit_on_config_error():
+        trainer = DistillationTrainer(dict(_config), log_scalar=_run.log_scalar, info=_run.info)
+        result = trainer.run()
     for path in sorted(Path(result["student_dir"]).glob("*.json")):
         _run.add_artifact(str(path), name=f"student/{path.name}")
     return result

@@ -81,6 +81,7 @@ def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None
     _positive_int(cfg["log_every"], "log_every")
     _positive_int(cfg["checkpoint_every"], "checkpoint_every", allow_none=True)
     _positive_int(cfg["seed"], "seed", minimum=0)
+    _positive_int(cfg.get("stop_at_step"), "stop_at_step", allow_none=True)
     check_ds_json(load_ds_json(cfg["deepspeed_config"]))
     if cfg.get("resume") is not None and not Path(cfg["resume"]).is_dir():
         raise ConfigError("resume", f"checkpoint directory {cfg['resume']!r} does not exist",

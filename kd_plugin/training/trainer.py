@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from kd_plugin.data import LengthGroupedBatchSampler, build_tokenized_corpus, co
 from kd_plugin.losses import LossMixture, ModelDims
 from kd_plugin.masking import DynamicMasker, MaskingConfig
 from kd_plugin.student import build_student
+from kd_plugin.student.dropout import set_dropout
 from kd_plugin.teacher_catalogue import load_teacher, resolve_teacher
 from kd_plugin.training import checkpointing
 from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
@@ -67,7 +68,7 @@ class MicroBatch:
 class TrainingState:
     step: int = 0
     tokens_seen: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    last_loss: float | None = None
 
 
 class DistillationTrainer:
@@ -128,6 +129,8 @@ class DistillationTrainer:
         )
         if attn:
             student.set_attn_implementation(attn)
+        if student_cfg.get("dropout") is not None:
+            set_dropout(student, student_cfg["dropout"])
         dims = ModelDims(
             student_hidden_size=student.config.dim,
             teacher_hidden_size=teacher.config.hidden_size,
@@ -216,6 +219,13 @@ class DistillationTrainer:
                 )
                 yield MicroBatch(input_ids, batch["attention_mask"], labels, int(batch["attention_mask"].sum()))
 
+    def _append_local_metrics(self, record: dict[str, float]) -> None:
+        """A plain local copy of every logged point (``<output_dir>/metrics.jsonl``), independent of any tracker."""
+        if self.launch.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: TrainingState) -> None:
         client = checkpointing.client_state(state.step, self.sampler.state_dict(), state.tokens_seen)
@@ -245,7 +255,8 @@ class DistillationTrainer:
                         disable=not (self.launch.is_main and self.cfg.get("progress_bar", True)), dynamic_ncols=True)
         checkpoint_every = self.cfg["checkpoint_every"]
         stream = self.micro_batches()
-        while state.step < self.total_steps:
+        stop_at = min(self.cfg.get("stop_at_step") or self.total_steps, self.total_steps)
+        while state.step < stop_at:
             mb = next(stream)
             losses = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask, labels=mb.labels)
             self.engine.backward(losses["loss"])
@@ -260,9 +271,11 @@ class DistillationTrainer:
             grad_norm = self.engine.get_global_grad_norm()
             step_metrics = dict(means, lr=float(self.scheduler.get_last_lr()[0] if self.scheduler else 0.0),
                                 grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
-            state.history.append(dict(step_metrics, step=state.step))
             logged = metrics_log.step(state.step, step_metrics, tokens)
+            if logged:
+                self._append_local_metrics(dict(logged, step=state.step))
             progress.update(1)
+            state.last_loss = means["loss"]
             postfix = {"loss": f"{means['loss']:.4f}"}
             if logged:
                 postfix["tok/s"] = f"{logged['tokens_per_second']:.0f}"
@@ -309,11 +322,11 @@ class DistillationTrainer:
         result = {
             "steps": state.step,
             "tokens_seen": state.tokens_seen,
-            "final_loss": state.history[-1]["loss"] if state.history else None,
+            "final_loss": state.last_loss,
+            "finished": state.step >= self.total_steps,
             "student_dir": str(student_dir.resolve()),
             "student": self.student_summary.to_dict(),
             "wall_seconds": time.perf_counter() - t0,
         }
         self.info["student_dir"] = result["student_dir"]
-        self.history = state.history
         return result
