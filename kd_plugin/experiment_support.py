@@ -1,22 +1,31 @@
-"""Glue shared by the Sacred experiments (distill, finetune, prepare_teacher): rank-aware observers, bounded
-captured output, and a clean one-line message for configuration errors."""
+"""Glue shared by the Sacred experiments (distill, finetune, prepare_teacher): where runs are saved (rank 0
+only; see kd_plugin.tracking), bounded captured output, and a clean one-line message for configuration errors."""
 
 from __future__ import annotations
 
 import sys
 
 from sacred import SETTINGS, Experiment
-from sacred.utils import apply_backspaces_and_linefeeds
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.tracking.observers import install_tracking
+from kd_plugin.tracking.output_budget import filter_captured_output
 from kd_plugin.training.launch_env import LaunchInfo
 
 SETTINGS.CAPTURE_MODE = "sys"  # captures the output of threads too; "fd" would also capture C++ builds' noise
 
 
 def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
-    # Progress bars rewrite one line many times: keep only the final state of each line.
-    ex.captured_out_filter = apply_backspaces_and_linefeeds
+    """Call once, right after creating the experiment (before ``run_main``).
+
+    * captured output: progress bars collapsed to their final state and the text bounded (head + tail, about
+      1 MB), so no run document can approach MongoDB's 16 MB limit;
+    * a ``tracking`` config block (``tracking.mongo_url``, ``tracking.db_name``) and the hooks that give each
+      run of rank 0 its observer: Sacred's ``-m``, else ``KD_MONGO_URL``, else the config, else the embedded
+      SecantusDB server, else files (see kd_plugin/tracking/README.md).
+    """
+    ex.captured_out_filter = filter_captured_output
+    install_tracking(ex, launch)
 
 
 def run_main(ex: Experiment) -> None:

@@ -1,0 +1,80 @@
+"""The ablation variants of the DistilBERT paper (Sanh et al. 2019, Table 4), as config updates of
+``experiments/distill.py``, and :func:`variant_of`, which recognises them from a run's config.
+
+The sweep command runs these updates; the analysis names a run's variant from what actually ran (its config),
+so a run started by hand with the same settings lands in the same row. Loss weights are compared with
+``numpy.isclose``; a run with other weights, an ``alpha_mse`` or extra ``loss_weights`` is no paper variant
+(``variant_of`` returns None, and the runs table falls back to the sweep's ``variant`` tag, if any).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analysis.flatten import flatten
+
+FULL_MIXTURE = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0}  # the public recipe (FIELD_NOTES §6)
+RANDOM_INIT = "random_init"
+LAYERS_KEY = "student.layers"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    updates: Mapping[str, Any] = field(default_factory=dict)  # distill.py `with` updates (dotted keys)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("full", "L_ce + L_mlm + L_cos (5 / 2 / 1), student initialised from the teacher", FULL_MIXTURE),
+        Variant("no_ce", "without L_ce (soft-target KL)", dict(FULL_MIXTURE, alpha_ce=0.0)),
+        Variant("no_cos", "without L_cos (hidden-state cosine)", dict(FULL_MIXTURE, alpha_cos=0.0)),
+        Variant("no_mlm", "without L_mlm (masked-LM)", dict(FULL_MIXTURE, alpha_mlm=0.0)),
+        Variant("random_init", "random student initialisation", dict(FULL_MIXTURE, **{LAYERS_KEY: RANDOM_INIT})),
+    ]
+}
+REFERENCE_VARIANT = "full"
+# The keys the variants own: a sweep must not override them for all variants at once.
+VARIANT_KEYS = ("alpha_ce", "alpha_mlm", "alpha_cos", LAYERS_KEY)
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def variant_of(row: Mapping[str, Any]) -> str | None:
+    """The paper variant a run is, from its config: a runs-table row (dotted keys) or a nested config dict.
+
+    None when the config is not one of :data:`VARIANTS` (other weights, ``alpha_mse`` != 0, extra loss terms).
+    """
+    if isinstance(row.get("config"), Mapping):  # a whole run document
+        flat = flatten(row["config"])
+    elif any(isinstance(v, Mapping) for v in row.values()):  # a nested config
+        flat = flatten(row)
+    else:  # already flat (a runs-table row)
+        flat = dict(row)
+    if not all(k in flat for k in FULL_MIXTURE):
+        return None
+    if (_as_float(flat.get("alpha_mse", 0.0)) or 0.0) != 0.0:
+        return None
+    if any(k.startswith("loss_weights.") and (_as_float(v) or 0.0) != 0.0 for k, v in flat.items()):
+        return None
+    random_init = flat.get(LAYERS_KEY) == RANDOM_INIT
+    alphas = [_as_float(flat[k]) for k in FULL_MIXTURE]
+    if any(a is None for a in alphas):
+        return None
+    for variant in VARIANTS.values():
+        wants_random = variant.updates.get(LAYERS_KEY) == RANDOM_INIT
+        expected = [float(variant.updates[k]) for k in FULL_MIXTURE]
+        if wants_random == random_init and np.allclose(alphas, expected):
+            return variant.name
+    return None

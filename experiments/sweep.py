@@ -1,0 +1,317 @@
+"""Run the DistilBERT paper's ablation (Table 4) over several seeds: one ``experiments/distill.py`` run per
+variant and seed, then read the table with ``analysis/ablation.ipynb``.
+
+    python experiments/sweep.py --seeds 1 2 3                          # all variants, distill.py defaults
+    python experiments/sweep.py --seeds 1 2 3 smoke max_steps=50       # extra `with` updates for every run
+    python experiments/sweep.py --seeds 1 2 --variants full no_ce --parallel 2 --dry-run
+    python experiments/sweep.py --seeds 1 -- -l WARNING                # after `--`: Sacred options for distill.py
+
+Variants (``analysis/variants.py``, shared with the analysis): ``full`` (alpha_ce=5, alpha_mlm=2, alpha_cos=1),
+``no_ce``, ``no_cos``, ``no_mlm`` (that weight set to 0) and ``random_init`` (``student.layers=random_init``).
+Each run sets all three loss weights explicitly, so a change of distill.py's defaults cannot change the
+ablation; updates of those weights, of ``seed`` or ``student.layers=random_init`` are refused here.
+
+How runs are recognised later: the analysis names a run's variant from its *config*
+(``analysis.variants.variant_of``), so the table does not depend on labels. In addition every run carries the
+Sacred comment ``kd-sweep sweep=<sweep id> variant=<name>`` (``-c``, stored as ``meta.comment``), so one sweep's
+runs can be selected: ``load_runs(sweep="<sweep id>")`` or ``KD_SWEEP=<sweep id>`` for the notebook.
+
+Database: ``--mongo-url``/``--db``, else ``$KD_MONGO_URL``/``$KD_MONGO_DB``, else distill.py's own default (the
+embedded server). They reach the runs as ``KD_MONGO_URL``/``KD_MONGO_DB`` in their environment, the project's
+tracking route (resilient observer); a password in the URL is never printed.
+
+Each run's console output goes to ``<log dir>/<variant>-seed<seed>.log``; with ``--output-root DIR`` each run
+writes to ``DIR/<variant>-seed<seed>/`` (its ``output_dir``) and the logs to ``DIR/logs/``, else the runs use
+distill.py's own output directories and the logs go to ``outputs/sweeps/<sweep id>/``.
+The exit status is 0 only if every run succeeded. Ctrl-C or SIGTERM stops the running runs (each gets one
+SIGINT, so Sacred records it as INTERRUPTED), starts no more, and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))  # runnable from a checkout without install
+
+from analysis.connection import DEFAULT_DB_NAME, ENV_DB, ENV_URL, redact_url  # noqa: E402
+from analysis.run_tags import check_tag_value, format_tags  # noqa: E402
+from analysis.variants import RANDOM_INIT, VARIANT_KEYS, VARIANTS  # noqa: E402
+
+DISTILL = PROJECT / "experiments" / "distill.py"
+# Set per run by the sweep or by distill.py itself; never inherited from the sweep's environment.
+_LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_RUN_ID = re.compile(r'Started run with ID "(\d+)"')
+
+
+@dataclass
+class Job:
+    variant: str
+    seed: int
+    cmd: list[str]
+    log: Path
+    returncode: int | None = None
+    seconds: float = 0.0
+    run_id: int | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def _one_value_per_flag(argv: list[str]) -> list[str]:
+    """``--seeds 1 2 --variants full no_ce max_steps=5`` -> ``--seeds 1 --seeds 2 --variants full ...``: a list
+    option takes only values of its kind, so `with` updates can follow it without a separator."""
+    accepts = {"--seeds": lambda t: re.fullmatch(r"-?\d+", t) is not None, "--variants": lambda t: t in VARIANTS}
+    out, i = [], 0
+    while i < len(argv):
+        flag = argv[i]
+        i += 1
+        if flag not in accepts:
+            out.append(flag)
+            continue
+        values = []
+        while i < len(argv) and accepts[flag](argv[i]):
+            values.append(argv[i])
+            i += 1
+        out.extend([flag, values[0]] if values else [flag])  # no value: let argparse report it
+        for value in values[1:]:
+            out.extend([flag, value])
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    sacred_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, sacred_args = argv[:cut], argv[cut + 1 :]
+    argv = _one_value_per_flag(argv)
+    parser = argparse.ArgumentParser(
+        prog="python experiments/sweep.py",
+        description="Run the DistilBERT ablation variants over several seeds (experiments/distill.py).",
+        epilog="Anything after `--` is passed to distill.py as Sacred options (before `with`).",
+    )
+    parser.add_argument("updates", nargs="*", help="distill.py `with` updates for every run: named configs "
+                        "(smoke, paper, ...) and key=value (max_steps=200, data.max_documents=1000)")
+    parser.add_argument("--seeds", type=int, action="append", required=True, metavar="SEED",
+                        help="seeds, e.g. --seeds 1 2 3")
+    parser.add_argument("--variants", action="append", choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"default: all ({' '.join(VARIANTS)})")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N", help="runs at a time (default 1; each run uses every core, so more helps only with spare cores)")
+    parser.add_argument("--name", default=None, help="sweep id for the runs' tag (default: the start time)")
+    parser.add_argument("--mongo-url", default=None, help=f"default ${ENV_URL}; none: distill.py's default")
+    parser.add_argument("--db", default=None, help=f"database name (default ${ENV_DB}, else {DEFAULT_DB_NAME})")
+    parser.add_argument("--output-root", type=Path, default=None, help="each run's output_dir becomes "
+                        "<root>/<variant>-seed<seed>, logs go to <root>/logs (default: distill.py's own output_dir)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="default <output root>/logs, else outputs/sweeps/<sweep id>")
+    parser.add_argument("--script", type=Path, default=DISTILL, help=argparse.SUPPRESS)  # tests: a stand-in
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    args.sacred_args = sacred_args
+    args.variants = args.variants or list(VARIANTS)
+    if len(set(args.variants)) != len(args.variants):
+        parser.error("--variants has duplicates")
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds has duplicates")
+    args.name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    try:
+        check_tag_value(args.name)
+        check_updates(args.updates)
+        check_sacred_args(args.sacred_args)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def check_updates(updates: list[str]) -> None:
+    """Refuse updates that would override what the variants vary (or the seed) for every run."""
+    for update in updates:
+        key, sep, value = update.partition("=")
+        key = key.strip()
+        if not sep:
+            continue  # a named config
+        if key in ("seed", *VARIANT_KEYS[:3]):
+            raise ValueError(f"{update!r}: {key} is set by the sweep (--seeds / --variants)")
+        if key in ("output_dir", "resume"):
+            raise ValueError(f"{update!r}: one {key} for every run would mix them up; use --output-root")
+        if key == "student":
+            raise ValueError(f"{update!r}: set single keys (student.n_layers=...), not the whole student block")
+        if key == "student.layers" and value.strip().strip("'\"") == RANDOM_INIT:
+            raise ValueError(f"{update!r}: random initialisation is the variant `--variants random_init`")
+
+
+def check_sacred_args(sacred_args: list[str]) -> None:
+    for arg in sacred_args:
+        if arg in ("-c", "--comment") or arg.startswith("--comment="):
+            raise ValueError("the sweep sets the run comment (its tags); do not pass -c/--comment")
+        if arg in ("-m", "--mongo_db") or arg.startswith("--mongo_db="):
+            raise ValueError("pass the database with --mongo-url/--db (Sacred's -m would bypass the project's "
+                             "resilient observer)")
+
+
+# ------------------------------------------------------------------------------------------------ database
+
+
+def database_env(args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """(the runs' database variables, a description safe to print).
+
+    The project's own route (:mod:`kd_plugin.tracking.observers`): ``KD_MONGO_URL``/``KD_MONGO_DB`` give each run
+    the resilient observer (bounded output, thinned metrics, survives the database going away). Without a URL
+    the runs go to distill.py's default, the embedded server (``--db`` still names the database)."""
+    url = args.mongo_url or os.environ.get(ENV_URL)
+    db = args.db or os.environ.get(ENV_DB)
+    env = {key: value for key, value in ((ENV_URL, url), (ENV_DB, db)) if value}
+    where = redact_url(url) if url else "the embedded server (distill.py's default)"
+    return env, f"{where}, database {db or DEFAULT_DB_NAME}"
+
+
+# -------------------------------------------------------------------------------------------------- runs
+
+
+def variant_updates(variant: str, user_updates: list[str]) -> list[str]:
+    """The user's updates followed by the variant's (the variant wins where both set a key)."""
+    own = {key: value for key, value in VARIANTS[variant].updates.items()}
+    kept = [u for u in user_updates if u.partition("=")[0].strip() not in own]
+    return kept + [f"{key}={_sacred_value(value)}" for key, value in own.items()]
+
+
+def _sacred_value(value: object) -> str:
+    """A value as Sacred's `with` parser reads it back (identifiers stay bare words: random_init)."""
+    if isinstance(value, str) and not value.isidentifier():
+        return repr(value)
+    return str(value)
+
+
+def build_jobs(args: argparse.Namespace, log_dir: Path) -> list[Job]:
+    jobs = []
+    for seed in args.seeds:  # seed-major: an interrupted sweep still has whole seeds of every variant
+        for variant in args.variants:
+            comment = format_tags(sweep=args.name, variant=variant)
+            updates = [*variant_updates(variant, args.updates), f"seed={seed}"]
+            if args.output_root is not None:
+                updates.append(f"output_dir={_sacred_value(str(args.output_root.resolve() / f'{variant}-seed{seed}'))}")
+            cmd = [sys.executable, str(args.script), *args.sacred_args, "-c", comment, "with", *updates]
+            jobs.append(Job(variant, seed, cmd, log_dir / f"{variant}-seed{seed}.log"))
+    return jobs
+
+
+def shell_line(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in cmd)
+
+
+_print_lock = threading.Lock()
+
+
+def say(message: str) -> None:
+    with _print_lock:
+        print(message, flush=True)
+
+
+def run_job(job: Job, env: dict[str, str], stopping: threading.Event) -> Job:
+    if stopping.is_set():
+        return job
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    say(f"[sweep] start {job.variant} seed={job.seed} -> {job.log}")
+    t0 = time.monotonic()
+    with open(job.log, "wb") as log:
+        # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
+        job.proc = subprocess.Popen(job.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=str(PROJECT), start_new_session=True)
+        if stopping.is_set():  # interrupted while this run was being started
+            job.proc.send_signal(signal.SIGINT)
+        job.returncode = job.proc.wait()
+    job.seconds = time.monotonic() - t0
+    text = job.log.read_text(errors="replace")
+    found = _RUN_ID.search(text)
+    job.run_id = int(found.group(1)) if found else None
+    status = "ok" if job.returncode == 0 else f"FAILED (exit {job.returncode})"
+    say(f"[sweep] {status}: {job.variant} seed={job.seed} run_id={job.run_id} in {job.seconds:.0f} s")
+    if job.returncode != 0:
+        tail = "\n".join("    " + line for line in text.splitlines()[-15:])
+        say(f"[sweep] last lines of {job.log}:\n{tail}")
+    return job
+
+
+def summary(jobs: list[Job], sweep: str) -> str:
+    lines = [f"[sweep] {sweep}: {'variant':<12} {'seed':>5} {'status':<10} {'run_id':>7} {'seconds':>8}"]
+    for job in jobs:
+        status = "not run" if job.returncode is None else ("ok" if job.returncode == 0 else f"exit {job.returncode}")
+        lines.append(f"[sweep] {'':{len(sweep)}}  {job.variant:<12} {job.seed:>5} {status:<10} "
+                     f"{job.run_id if job.run_id is not None else '-':>7} {job.seconds:>8.0f}")
+    return "\n".join(lines)
+
+
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    db_env, where = database_env(args)
+    default_logs = args.output_root / "logs" if args.output_root else PROJECT / "outputs" / "sweeps" / args.name
+    log_dir = (args.log_dir or default_logs).resolve()
+    jobs = build_jobs(args, log_dir)
+
+    say(f"[sweep] {args.name}: {len(args.variants)} variant(s) x {len(args.seeds)} seed(s) = {len(jobs)} runs, "
+        f"{args.parallel} at a time; database: {where}; logs: {log_dir}")
+    shown_env = [f"{key}={shlex.quote(redact_url(value))}" for key, value in db_env.items()]
+    for job in jobs:
+        say(f"[sweep] {job.variant} seed={job.seed}: {' '.join([*shown_env, shell_line(job.cmd)])}")
+    if args.dry_run:
+        say("[sweep] dry run: nothing started")
+        return 0
+
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
+    env.update(db_env)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)  # `kill <sweep>` stops the runs like Ctrl-C does
+    pool = ThreadPoolExecutor(max_workers=args.parallel)
+    try:
+        futures = [pool.submit(run_job, job, env, stopping) for job in jobs]
+        for future in futures:
+            while not future.done():  # wait in small slices so Ctrl-C reaches this thread
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        stopping.set()
+        say("[sweep] interrupted: stopping the running runs")
+        for job in jobs:
+            if job.proc is not None and job.proc.poll() is None:
+                job.proc.send_signal(signal.SIGINT)  # Sacred marks the run INTERRUPTED
+        for job in jobs:
+            if job.proc is not None:
+                try:
+                    job.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    job.proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        say(summary(jobs, args.name))
+        return 130
+    pool.shutdown(wait=True)
+
+    say(summary(jobs, args.name))
+    failed = [job for job in jobs if job.returncode != 0]
+    if failed:
+        say(f"[sweep] {len(failed)} of {len(jobs)} runs failed")
+        return 1
+    settings = [f"KD_SWEEP={args.name}", *shown_env]
+    say(f"[sweep] all {len(jobs)} runs completed. The table: `{' '.join(settings)} jupyter execute "
+        f"analysis/ablation.ipynb` (writes outputs/analysis/{args.name}/), or open the notebook with those set")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

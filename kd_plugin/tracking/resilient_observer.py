@@ -1,0 +1,267 @@
+"""A Sacred MongoDB observer whose writes never fail the run, and which catches up when the database returns.
+
+Sacred's MongoObserver writes synchronously; if the database goes away, the failing heartbeat marks the observer
+as failed (nothing more is saved for that run) and the final save ends in a ``sacred_mongo_fail_*.pickle``
+(without the metrics logged since). Here instead:
+
+* every event updates an in-memory :class:`RunRecord` (the run document, the metric series, files to upload),
+  then tries to write the whole difference to the database with short time-outs;
+* a failed write is not an error: the record is saved to a local :class:`Journal`, one warning is printed,
+  and the next heartbeat (every ``beat_interval`` s, 10 s by default; ``-b`` changes it) tries again;
+* once a write succeeds again, the database holds everything (the run document, every metric point, every
+  artifact), the journal is removed and a line says so;
+* at the end of the run (completed, failed, interrupted) it keeps retrying for up to ``final_wait`` seconds;
+  if the database is still away, the journal stays and the exact import command is printed.
+
+The documents have exactly the structure MongoObserver writes, plus a ``kd_tracking`` field (see run_record).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pymongo
+from sacred.dependencies import get_digest
+from sacred.observers.base import RunObserver
+from sacred.observers.mongo import MongoObserver
+from sacred.serializer import flatten
+
+from kd_plugin.tracking.credentials import mask_url
+from kd_plugin.tracking.journal import Journal
+from kd_plugin.tracking.locations import import_command, pending_dir
+from kd_plugin.tracking.metric_series import DEFAULT_MAX_POINTS
+from kd_plugin.tracking.run_record import RunRecord
+
+DEFAULT_TIMEOUT_MS = 3000  # a write to a database that is away fails after this, instead of hanging
+DEFAULT_FINAL_WAIT_S = 60.0  # how long the end of a run waits for the database to come back
+ENV_FINAL_WAIT = "KD_TRACKING_FINAL_WAIT"  # overrides DEFAULT_FINAL_WAIT_S (seconds), e.g. 0 in CI
+INTERRUPTED_FINAL_WAIT_S = 10.0  # after Ctrl-C the user wants the prompt back soon
+_RETRY_PAUSE_S = 1.0
+
+
+class ResilientMongoObserver(RunObserver):
+    priority = 30  # Sacred's MongoObserver priority
+
+    def __init__(
+        self,
+        url: str,
+        db_name: str,
+        *,
+        journal_dir: str | os.PathLike | None = None,
+        final_wait: float | None = None,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        max_metric_points: int = DEFAULT_MAX_POINTS,
+        import_url_hint: str | None = None,
+    ):
+        """``url`` may hold credentials: it is used to connect and never printed or stored (``display_url`` is
+        the masked form). ``import_url_hint`` is the ``--url`` shown in the import command (None: the
+        import command finds the database itself, from KD_MONGO_URL or the embedded server). ``final_wait``
+        defaults to ``$KD_TRACKING_FINAL_WAIT`` or 60 s."""
+        self.display_url = mask_url(url)
+        self.db_name = db_name
+        self.journal_dir = Path(journal_dir) if journal_dir is not None else pending_dir()
+        if final_wait is None:
+            final_wait = float(os.environ.get(ENV_FINAL_WAIT) or DEFAULT_FINAL_WAIT_S)
+        self.final_wait = final_wait
+        self.max_metric_points = max_metric_points
+        self.import_url_hint = import_url_hint
+        self._client = pymongo.MongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(60_000, timeout_ms),  # artifacts can be large
+            appname="kd_plugin",
+        )
+        self._db = self._client[db_name]
+        self._lock = threading.RLock()  # heartbeat thread vs main thread
+        self.record: RunRecord | None = None
+        self.journal: Journal | None = None
+        self.in_sync = True  # False from a failed write until the next successful one
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"ResilientMongoObserver({self.display_url}, db={self.db_name!r})"
+
+    # ------------------------------------------------------------------------------------ Sacred events
+    def queued_event(self, ex_info, command, host_info, queue_time, config, meta_info, _id):
+        entry = self._new_entry(ex_info, command, host_info, config, meta_info, _id)
+        entry["status"] = "QUEUED"
+        return self._begin(entry, ex_info)
+
+    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
+        entry = self._new_entry(ex_info, command, host_info, config, meta_info, _id)
+        entry.update(
+            {
+                "format": MongoObserver.VERSION,
+                "start_time": start_time,
+                "status": "RUNNING",
+                "resources": [],
+                "artifacts": [],
+                "captured_out": "",
+                "info": {},
+                "heartbeat": None,
+            }
+        )
+        return self._begin(entry, ex_info)
+
+    def log_metrics(self, metrics_by_name, info):
+        with self._lock:
+            if self.record is None:
+                return
+            self.record.add_metrics(metrics_by_name)
+            if self._finished:  # a last heartbeat after the end: nothing else will write these points
+                self.record.finish_metrics()
+                self._sync()
+
+    def heartbeat_event(self, info, captured_out, beat_time, result):
+        with self._lock:
+            if self.record is None:
+                return
+            entry = self.record.entry
+            entry["info"] = flatten(info)
+            entry["captured_out"] = captured_out
+            entry["heartbeat"] = beat_time
+            entry["result"] = flatten(result)
+            self._sync()
+
+    def resource_event(self, filename):
+        with self._lock:
+            if self.record is None:
+                return
+            resource = [filename, get_digest(filename)]
+            if resource not in self.record.entry["resources"]:
+                self.record.entry["resources"].append(resource)
+                self._sync_soon()
+
+    def artifact_event(self, name, filename, metadata=None, content_type=None):
+        with self._lock:
+            if self.record is None:
+                return
+            if content_type is None:
+                content_type = _guess_content_type(filename)
+            self.record.add_artifact(name, filename, metadata=metadata, content_type=content_type)
+            self._sync_soon()
+
+    def completed_event(self, stop_time, result):
+        self._finish(self.final_wait, stop_time=stop_time, result=flatten(result), status="COMPLETED")
+
+    def interrupted_event(self, interrupt_time, status):
+        self._finish(min(self.final_wait, INTERRUPTED_FINAL_WAIT_S), stop_time=interrupt_time, status=status)
+
+    def failed_event(self, fail_time, fail_trace):
+        self._finish(self.final_wait, stop_time=fail_time, status="FAILED", fail_trace=fail_trace)
+
+    # --------------------------------------------------------------------------------------- internals
+    def _new_entry(self, ex_info, command, host_info, config, meta_info, _id) -> dict[str, Any]:
+        entry = {
+            "experiment": dict(ex_info, sources=[]),  # filled with [name, GridFS id] once uploaded
+            "command": command,
+            "host": dict(host_info),
+            "config": flatten(config),
+            "meta": meta_info,
+        }
+        if _id is not None:
+            entry["_id"] = _id
+        return entry
+
+    def _begin(self, entry: dict[str, Any], ex_info) -> Any:
+        with self._lock:
+            run_key = uuid.uuid4().hex
+            self.record = RunRecord(entry, run_key, self.db_name, max_metric_points=self.max_metric_points)
+            for name, md5 in ex_info["sources"]:
+                try:
+                    self.record.add_source(name, os.path.join(ex_info["base_dir"], name), md5)
+                except OSError as exc:  # a source Sacred listed but that cannot be read: not worth failing for
+                    self.record.notes.append(f"source {name!r} not stored: {exc}")
+            self.journal = Journal(self.journal_dir / run_key)
+            self._finished = False
+            self._sync()
+            return self.record.run_id  # None if the database was away: the id is allocated on reconnection
+
+    def _finish(self, wait: float, **fields: Any) -> None:
+        with self._lock:
+            if self.record is None:
+                return
+            self.record.entry.update(fields)
+            self.record.finish_metrics()
+            self._finished = True
+            deadline = time.monotonic() + wait
+            while not self._sync():
+                if time.monotonic() >= deadline:
+                    self._warn_left_in_journal(wait)
+                    return
+                time.sleep(_RETRY_PAUSE_S)
+
+    def _sync_soon(self) -> None:
+        """Write now if the database was reachable last time; else keep it for the next heartbeat, so the
+        training thread never waits for time-outs (the journal still gets it at once)."""
+        if self.in_sync or self._finished:
+            self._sync()
+        else:
+            self._save_journal()
+
+    def _sync(self) -> bool:
+        """Try to bring the database up to date. Never raises: a failure is journalled and reported once."""
+        try:
+            self.record.write_to(self._db)
+        except Exception as exc:  # noqa: BLE001 -- the run must go on, whatever the database does
+            if self.in_sync:
+                self._warn_lost(exc)
+            self.in_sync = False
+            self._save_journal()
+            return False
+        if not self.in_sync:
+            _say(
+                f"tracking: {self.display_url} (database {self.db_name!r}) is reachable again; run "
+                f"{self.record.run_id} is up to date there."
+            )
+        self.in_sync = True
+        if self.journal is not None and self.journal.exists():
+            self.journal.remove()
+        return True
+
+    def _save_journal(self) -> None:
+        try:
+            self.journal.write(self.record)
+        except Exception:  # noqa: BLE001
+            _say(f"tracking: could not write the journal {self.journal.dir}:\n{traceback.format_exc()}")
+
+    def _warn_lost(self, exc: Exception) -> None:
+        _say(
+            f"tracking: cannot write to {self.display_url} (database {self.db_name!r}): "
+            f"{type(exc).__name__}: {mask_url(str(exc))[:160]}\n"
+            f"tracking: training goes on; the run's record is kept in memory and in {self.journal.dir}, "
+            "and is written to the database as soon as it is reachable again."
+        )
+
+    def _warn_left_in_journal(self, waited: float) -> None:
+        command = import_command(self.journal.dir, self.import_url_hint, self.db_name)
+        run = f"run {self.record.run_id}" if self.record.run_id is not None else "this run"
+        _say(
+            "\n" + "!" * 100 + "\n"
+            f"!! tracking: {self.display_url} (database {self.db_name!r}) is still unreachable after waiting "
+            f"{waited:g} s.\n"
+            f"!! The complete record of {run} (document, metrics, artifacts) is saved in\n"
+            f"!!     {self.journal.dir}\n"
+            "!! Write it to MongoDB once the database is back with:\n"
+            f"!!     {command}\n"
+            + ("!! (with the password in place of ***)\n" if "***" in command else "")
+            + "!" * 100
+        )
+
+
+def _guess_content_type(filename: str) -> str | None:
+    from sacred.observers.mongo import mimetype_detector
+
+    return mimetype_detector.guess_type(filename)[0]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

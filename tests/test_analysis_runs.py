@@ -1,0 +1,249 @@
+"""The runs table (analysis.load_runs / load_metrics) on hand-made Sacred-shaped documents in a fresh database on
+the test server: flattened config, filters (pushed into the MongoDB query), final/best metric values, the
+downstream join."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pymongo
+import pytest
+from pymongo import monitoring
+
+from analysis import load_metrics, load_runs, one_of, variant_of
+from analysis.variants import VARIANTS
+
+
+@pytest.fixture
+def database(mongo_url, db_name):
+    """A fresh database on the session's test server (tests/conftest.py), dropped afterwards."""
+    client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    yield client[db_name]
+    client.drop_database(db_name)
+    client.close()
+
+
+BASE_CONFIG = {
+    "T": 2.0, "alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0, "alpha_mse": 0.0, "seed": 1,
+    "teacher": "random-tiny", "loss_weights": {}, "max_steps": 6,
+    "student": {"layers": "alternate", "n_layers": None, "fold_token_type_embedding": True},
+    "masking": {"mlm_probability": 0.15}, "optim": {"lr": 5e-4, "betas": [0.9, 0.98]},
+}
+T0 = dt.datetime(2026, 11, 20, 12, 0, 0)
+
+
+def merge(base: dict, updates: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in updates.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out[head] = merge(out.get(head) or {}, {rest: value})
+        else:
+            out[key] = value
+    return out
+
+
+def insert_run(db, run_id, config=None, *, experiment="distill", status="COMPLETED", start=T0, seconds=60.0,
+               metrics=None, result=None, comment=None):
+    """A run document as Sacred's MongoObserver writes it, plus its metric series."""
+    metric_ids = []
+    for name, (steps, values) in (metrics or {}).items():
+        inserted = db.metrics.insert_one({
+            "run_id": run_id, "name": name, "steps": list(steps), "values": list(values),
+            "timestamps": [start + dt.timedelta(seconds=i) for i in range(len(steps))],
+        })
+        metric_ids.append({"id": str(inserted.inserted_id), "name": name})
+    doc = {
+        "_id": run_id, "experiment": {"name": experiment, "mainfile": f"{experiment}.py"},
+        "format": "MongoObserver-0.7.0", "command": "main", "status": status,
+        "config": config if experiment != "distill" else merge(BASE_CONFIG, config or {}),
+        "host": {"hostname": "vm", "cpu": "AMD EPYC", "python_version": "3.11.7", "ENV": {}},
+        "start_time": start, "heartbeat": start + dt.timedelta(seconds=seconds),
+        "stop_time": start + dt.timedelta(seconds=seconds) if status != "RUNNING" else None,
+        "result": result, "info": {"metrics": metric_ids, "student_dir": f"/tmp/run{run_id}/student"},
+        "meta": {"command": "main", "comment": comment, "options": {}}, "captured_out": "x" * 1000,
+        "artifacts": [], "resources": [],
+    }
+    db.runs.insert_one(doc)
+
+
+class FindFilters(monitoring.CommandListener):
+    """Records the filter of every `find` on the runs collection."""
+
+    def __init__(self):
+        self.filters = []
+
+    def started(self, event):
+        if event.command_name == "find" and event.command.get("find") == "runs":
+            self.filters.append(event.command.get("filter", {}))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_one_row_per_run_with_flat_config_metadata_and_metric_summaries(database):
+    insert_run(database, 1, {"seed": 1}, seconds=90.5, metrics={
+        "loss": ([1, 2, 3, 4], [9.0, 4.0, 5.0, 6.0]),            # best (min) 4.0 at step 2, final 6.0
+        "loss_ce": ([1, 2, 3, 4], [3.0, 2.0, 1.0, 1.5]),
+        "lr": ([1, 2, 3, 4], [1e-4, 2e-4, 3e-4, 4e-4]),
+        "tokens_per_second": ([1, 2, 3, 4], [100.0, 300.0, 200.0, 250.0]),
+    }, result={"final_loss": 6.0, "steps": 4, "student": {"n_layers": 2}})
+    insert_run(database, 2, {"seed": 2, "student.layers": "random_init"}, start=T0 + dt.timedelta(hours=1),
+               status="FAILED", metrics={"loss": ([1, 2], [7.0, float("nan")])})
+
+    runs = load_runs(db=database)
+
+    assert list(runs.index) == [1, 2] and runs.index.name == "run_id"
+    one = runs.loc[1]
+    assert (one["experiment"], one["status"], one["host"]) == ("distill", "COMPLETED", "vm")
+    assert one["T"] == 2.0 and one["alpha_ce"] == 5.0 and one["seed"] == 1
+    assert one["student.layers"] == "alternate" and pd.isna(one["student.n_layers"])
+    assert one["masking.mlm_probability"] == 0.15 and one["optim.betas"] == (0.9, 0.98)
+    assert one["start_time"] == pd.Timestamp(T0) and one["duration_s"] == pytest.approx(90.5)
+    assert one["result.steps"] == 4 and one["result.student.n_layers"] == 2
+    assert one["final.loss"] == 6.0 and one["best.loss"] == 4.0
+    assert one["final.loss_ce"] == 1.5 and one["best.loss_ce"] == 1.0
+    assert one["final.lr"] == pytest.approx(4e-4) and "best.lr" not in runs.columns  # no "best" learning rate
+    assert one["best.tokens_per_second"] == 300.0
+    assert one["variant"] == "full" and runs.loc[2, "variant"] == "random_init"
+    assert runs.loc[2, "status"] == "FAILED"
+    assert np.isnan(runs.loc[2, "final.loss"]) and runs.loc[2, "best.loss"] == 7.0  # the last point is NaN
+    assert np.isnan(runs.loc[2, "final.loss_ce"])  # run 2 never logged loss_ce
+
+
+def test_filters_as_users_write_them_run_in_the_database(database, mongo_url):
+    day = dt.timedelta(days=1)
+    insert_run(database, 1, {"T": 2, "alpha_cos": 1.0}, start=T0)                       # T stored as an int
+    insert_run(database, 2, {"T": 2.0, "alpha_cos": 0.0}, start=T0 + day)
+    insert_run(database, 3, {"T": 4.0, "alpha_cos": 1, "student.layers": "random_init"}, start=T0 + 2 * day)
+    insert_run(database, 4, {"T": 2.0, "student.layers": "random_init"}, start=T0 + 2 * day, status="FAILED")
+    insert_run(database, 5, {"task": "mr", "distill_run_id": 1}, experiment="finetune", start=T0 + 3 * day)
+
+    def ids(**kwargs):
+        return list(load_runs(db=database, metrics=False, downstream=False, **kwargs).index)
+
+    assert ids() == [1, 2, 3, 4]                         # experiment="distill" by default
+    assert ids(T=2) == [1, 2, 4] and ids(T=2.0) == [1, 2, 4]  # numbers match across int/float
+    assert ids(T=2, alpha_cos=1) == [1, 4] and ids(T=2, alpha_cos=0) == [2]
+    assert ids(**{"student.layers": "random_init"}) == [3, 4]
+    assert ids(student__layers="random_init", T=2) == [4]
+    assert ids(status="COMPLETED") == [1, 2, 3] and ids(status=["FAILED"]) == [4]
+    assert ids(T={2, 4}, alpha_cos=1) == [1, 3, 4] and ids(T=one_of(4.0)) == [3]
+    assert ids(**{"optim.betas": [0.9, 0.98]}) == [1, 2, 3, 4]  # a list is that exact value
+    assert ids(T={"$gt": 2}) == [3]
+    assert ids(**{"student.n_layers": None}) == [1, 2, 3, 4]
+    assert ids(experiment="finetune") == [5] and ids(experiment=None) == [1, 2, 3, 4, 5]
+    assert ids(experiment="finetune", task="mr") == [5]
+    # Date range on start_time: since inclusive; a date-only `until` includes that whole day.
+    assert ids(since=T0 + day) == [2, 3, 4]
+    assert ids(until="2026-11-21") == [1, 2]
+    assert ids(since="2026-11-21", until="2026-11-21") == [2]
+    assert ids(since=dt.date(2026, 11, 22)) == [3, 4]
+    assert ids(until=T0) == [1]                          # a time: inclusive at that instant
+    aware = dt.datetime(2026, 11, 21, 13, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))  # = 12:00 UTC
+    assert ids(since=aware) == [2, 3, 4]
+    assert ids(run_ids=[3, 1]) == [1, 3]
+
+    # The filters are the MongoDB query itself: only matching documents leave the database.
+    listener = FindFilters()
+    client = pymongo.MongoClient(mongo_url, event_listeners=[listener])
+    try:
+        load_runs(db=client[database.name], status="COMPLETED", since="2026-11-21", student__layers="random_init",
+                  T=2, metrics=False, downstream=False)
+    finally:
+        client.close()
+    query = listener.filters[0]
+    assert query["experiment.name"] == "distill" and query["status"] == "COMPLETED"
+    assert query["config.student.layers"] == "random_init" and query["config.T"] == 2
+    assert query["start_time"] == {"$gte": dt.datetime(2026, 11, 21)}
+
+
+def test_misspelt_config_key_is_an_error_not_an_empty_table(database):
+    insert_run(database, 1)
+    with pytest.raises(KeyError, match="alpah_cos"):
+        load_runs(db=database, alpah_cos=1)
+    assert load_runs(db=database, alpha_cos=7).empty  # a known key with no match: just empty
+
+
+def test_sweep_tags_give_sweep_and_fallback_variant(database):
+    insert_run(database, 1, comment="kd-sweep sweep=s1 variant=full")
+    insert_run(database, 2, {"alpha_ce": 3.0}, comment="kd-sweep sweep=s1 variant=mine")  # no paper variant
+    insert_run(database, 3, {"alpha_ce": 0.0}, comment="kd-sweep sweep=s10 variant=no_ce")
+    insert_run(database, 4, {"alpha_mlm": 0.0})
+
+    runs = load_runs(db=database)
+    assert runs["variant"].tolist() == ["full", "mine", "no_ce", "no_mlm"]
+    assert runs["sweep"].tolist()[:3] == ["s1", "s1", "s10"] and pd.isna(runs.loc[4, "sweep"])
+    assert list(load_runs(db=database, sweep="s1").index) == [1, 2]   # a whole word: not s10
+
+
+def test_variant_of_recognises_each_paper_variant():
+    for name, variant in VARIANTS.items():
+        nested = merge(BASE_CONFIG, variant.updates)
+        assert variant_of(nested) == name
+        assert variant_of({"config": nested}) == name
+        flat = {"alpha_ce": 5, "alpha_mlm": 2, "alpha_cos": 1, "student.layers": "alternate", **variant.updates}
+        assert variant_of(flat) == name
+    assert variant_of(merge(BASE_CONFIG, {"alpha_ce": 1.0})) is None
+    assert variant_of(merge(BASE_CONFIG, {"alpha_mse": 1.0})) is None
+    assert variant_of(merge(BASE_CONFIG, {"loss_weights": {"hidden_mse": 1.0}})) is None
+    assert variant_of({"task": "mr"}) is None
+
+
+def test_downstream_scores_join_the_distill_row(database):
+    insert_run(database, 1)
+    insert_run(database, 2, {"alpha_ce": 0.0})
+    insert_run(database, 3, {"alpha_cos": 0.0})
+    tasks = {"mr": {"accuracy": 0.71, "teacher_accuracy": 0.8, "seconds": 3.0, "validation_accuracy_per_epoch": [0.7]},
+             "bbc": {"accuracy": 0.9}}
+    insert_run(database, 10, {"distill_run_id": 1}, experiment="finetune", start=T0 + dt.timedelta(hours=1),
+               result={"macro_accuracy": 0.5, "tasks": {"mr": {"accuracy": 0.4}, "bbc": {"accuracy": 0.6}}})
+    insert_run(database, 11, {"distill_run_id": 1}, experiment="finetune", start=T0 + dt.timedelta(hours=2),
+               result={"macro_accuracy": 0.805, "tasks": tasks, "retained_fraction": 0.95, "wall_seconds": 9.0})
+    insert_run(database, 12, {"distill_run_id": 1}, experiment="finetune", start=T0 + dt.timedelta(hours=3),
+               status="FAILED", result=None)
+    insert_run(database, 13, {"distill_run_id": "2"}, experiment="finetune", start=T0 + dt.timedelta(hours=1),
+               result={"macro_accuracy": 0.6, "tasks": {"mr": {"accuracy": 0.6}}})
+
+    runs = load_runs(db=database)
+
+    assert list(runs.index) == [1, 2, 3]  # evaluation runs are joined, not listed
+    one = runs.loc[1]
+    assert one["downstream.run_id"] == 11  # the latest completed evaluation
+    assert one["downstream.macro_accuracy"] == pytest.approx(0.805)
+    assert one["downstream.mr"] == pytest.approx(0.71) and one["downstream.bbc"] == pytest.approx(0.9)
+    assert one["downstream.mr.teacher_accuracy"] == pytest.approx(0.8)
+    assert one["downstream.retained_fraction"] == pytest.approx(0.95)
+    assert "downstream.mr.seconds" not in runs.columns and "downstream.wall_seconds" not in runs.columns
+    assert runs.loc[2, "downstream.macro_accuracy"] == pytest.approx(0.6)  # id recorded as text
+    assert runs.loc[2, "downstream.run_id"] == 13
+    assert pd.isna(runs.loc[3, "downstream.macro_accuracy"]) and pd.isna(runs.loc[3, "downstream.run_id"])
+    assert "downstream.macro_accuracy" not in load_runs(db=database, downstream=False).columns
+
+
+def test_load_metrics_long_form_with_the_columns_that_differ(database):
+    insert_run(database, 1, {"seed": 1}, metrics={"loss": ([1, 2, 3], [3.0, 2.0, 1.0]), "lr": ([1, 2, 3], [0.1] * 3)})
+    insert_run(database, 2, {"seed": 2, "alpha_ce": 0.0}, metrics={"loss": ([2, 1], [5.0, 6.0])})
+    runs = load_runs(db=database)
+
+    curves = load_metrics(runs, names="loss", db=database)
+    assert list(curves.columns) == ["run_id", "name", "step", "value", "variant", "seed", "alpha_ce"]
+    assert curves[["run_id", "step", "value"]].values.tolist() == [[1, 1, 3.0], [1, 2, 2.0], [1, 3, 1.0],
+                                                                  [2, 1, 6.0], [2, 2, 5.0]]
+    assert curves.groupby("run_id")["variant"].first().tolist() == ["full", "no_ce"]
+
+    by_id = load_metrics([1, 2], db=database, columns=["seed"])
+    assert set(by_id["name"]) == {"loss", "lr"} and list(by_id.columns) == ["run_id", "name", "step", "value", "seed"]
+    assert load_metrics(2, db=database).shape[0] == 2
+
+
+def test_database_comes_from_the_environment(database, mongo_url, monkeypatch):
+    insert_run(database, 7)
+    monkeypatch.setenv("KD_MONGO_URL", mongo_url)
+    monkeypatch.setenv("KD_MONGO_DB", database.name)
+    assert list(load_runs().index) == [7]
