@@ -28,10 +28,12 @@ from sacred import Experiment  # noqa: E402
 
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
-from kd_plugin.training.run_config import validate_distill_config  # noqa: E402
+from kd_plugin.training.model_checks import check_against_teacher  # noqa: E402
+from kd_plugin.training.run_config import declarable_loss_config, validate_distill_config  # noqa: E402
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
+EXTRA_LOSS_WEIGHTS, LOSS_OPTIONS = declarable_loss_config()
 ex = Experiment("distill", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
@@ -39,7 +41,8 @@ configure_experiment(ex, LAUNCH)
 @ex.config
 def config():
     seed = 42  # one seed for every rank: data order, masking, student init, dropout
-    teacher = "bert-tiny"  # catalogue name (bert-tiny, minilm-l6, random-tiny), a local directory, or a hub id
+    teacher = "bert-tiny-prepared"  # catalogue name (bert-tiny-prepared, minilm-l6-prepared, bert-tiny, random-tiny),
+    # a local directory, or a hub id when online; "*-prepared" teachers are MLM-trained once, then cached
     student = dict(
         n_layers=None,  # null = half the teacher's layers
         layers="alternate",  # alternate | distilbert_release | first | last | uniform | random_init | [i, j, ...]
@@ -51,8 +54,8 @@ def config():
     alpha_mlm = 2.0  # masked-LM cross-entropy
     alpha_cos = 1.0  # cosine alignment of hidden states (last layer unless loss_options.cos.layers)
     alpha_mse = 0.0  # MSE between logits
-    loss_weights = {}  # the registry's other terms, e.g. {"hidden_mse": 1.0, "attention_kl": 1.0}
-    loss_options = {}  # per-term options, e.g. {"ce": {"rows": "masked"}, "cos": {"layers": [[1, 2], [2, 4]]}}
+    loss_weights = dict(EXTRA_LOSS_WEIGHTS)  # the registry's other terms (0 = off), e.g. loss_weights.hidden_mse=1
+    loss_options = dict(LOSS_OPTIONS)  # per-term options, e.g. loss_options.ce.rows=masked, loss_options.cos.layers=[[1,2]]
     masking = dict(mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1, smoothing=0.7)
     data = dict(
         corpus="wiki_leads",  # packaged corpus name, local .txt/.jsonl/.parquet path, or hub dataset id
@@ -68,7 +71,7 @@ def config():
         effective_batch_size=None,  # target sequences per optimizer step (the paper: ~4096)
     )
     optim = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0)
-    max_steps = 300  # optimizer steps; or set epochs (and max_steps=None)
+    max_steps = 150  # optimizer steps; or set epochs (and max_steps=None). 150 x 16 sequences: ~5 min on 2 cores
     epochs = None
     deepspeed_config = str(PROJECT / "ds_configs" / "zero2.json")
     log_every = 10  # optimizer steps between logged metric points
@@ -77,6 +80,7 @@ def config():
     resume = None  # a <output_dir>/checkpoints directory to continue from
     stop_at_step = None  # end this run early at this step (schedule still planned for max_steps); resume later
     progress_bar = True
+    eval_max_sequences = 1000  # held-out sequences for the final masked-token accuracy of teacher and student (0 = skip)
 
 
 @ex.named_config
@@ -84,6 +88,7 @@ def smoke():
     # Seconds on a tiny random teacher: checks the whole path end to end.
     teacher = "random-tiny"
     data = dict(max_documents=300, max_seq_length=64)
+    eval_max_sequences = 16
     batch = dict(micro_batch_size=8)
     max_steps = 20
     log_every = 1
@@ -103,6 +108,16 @@ def paper():
     max_steps = None
     epochs = 3
     checkpoint_every = 500
+
+
+@ex.named_config
+def minilm():
+    # Closer to the paper's 12 -> 6: the 6-layer all-MiniLM-L6-v2 (hidden 384) with a prepared MLM head,
+    # distilled into 3 layers (preparation ~30 min once on 2 CPU cores, then cached).
+    teacher = "minilm-l6-prepared"
+    student = dict(n_layers=3, layers="distilbert_release")
+    batch = dict(micro_batch_size=16)
+    max_steps = 300
 
 
 @ex.named_config
@@ -126,6 +141,7 @@ def validate(config, command_name, logger):
     if command_name == "main":
         with exit_on_config_error():
             validate_distill_config(config, LAUNCH.world_size)
+            check_against_teacher(config)
     return {}
 
 

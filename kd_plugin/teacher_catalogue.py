@@ -53,6 +53,31 @@ def _minilm() -> TeacherSource:
                          note="all-MiniLM-L6-v2 encoder (6 layers, hidden 384), no MLM head")
 
 
+def _prepared(name: str) -> TeacherSource:
+    from kd_plugin.preparation import PREPARED_TEACHERS, ensure_prepared, read_record
+
+    base = PREPARED_TEACHERS[name]
+    path = ensure_prepared(base)
+    record = read_record(path) or {}
+    accuracy = record.get("accuracy", {})
+    note = (f"{base} after masked-LM preparation (held-out masked-token accuracy "
+            f"{accuracy.get('before', {}).get('accuracy', float('nan')):.3f} -> "
+            f"{accuracy.get('after', {}).get('accuracy', float('nan')):.3f})")
+    return TeacherSource(name, str(path), note=note)
+
+
+@TEACHERS.register("bert-tiny-prepared")
+def _bert_tiny_prepared() -> TeacherSource:
+    """bert-tiny with its MLM head and encoder trained on the corpus (prepared once, then cached)."""
+    return _prepared("bert-tiny-prepared")
+
+
+@TEACHERS.register("minilm-l6-prepared")
+def _minilm_prepared() -> TeacherSource:
+    """minilm-l6 with a fresh MLM head trained, then the whole model (prepared once, ~26 min, then cached)."""
+    return _prepared("minilm-l6-prepared")
+
+
 @TEACHERS.register("random-tiny")
 def _random_tiny() -> TeacherSource:
     """A random 4-layer BERT (hidden 32) on the bert-tiny tokenizer: smoke runs and tests, seconds per step."""

@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-stamp_of() { cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16; }
+stamp_of() { cat pyproject.toml scripts/setup.sh scripts/fetch_eval_data.sh | sha256sum | cut -c1-16; }
 STAMP_FILE=.venv/.kd-setup-stamp
 if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$(stamp_of)" ] && [ -x .venv-secantus/bin/secantusd-py ]; then
   echo "[setup] environment up to date (.venv, .venv-secantus); nothing to install"
+  bash scripts/fetch_eval_data.sh  # cheap when present (hash checks only); restores deleted data
   exit 0
 fi
 
@@ -35,6 +36,16 @@ echo "[setup] creating/updating .venv-secantus (SecantusDB MongoDB-wire server)"
 [ -x .venv-secantus/bin/python ] || "$PYTHON" -m venv .venv-secantus
 .venv-secantus/bin/python -m pip install -q secantusdb==0.7.0b3 2>&1 | grep -v "is ignored" || true
 [ -x .venv-secantus/bin/secantusd-py ] || { echo "[setup] FAILED: secantusd-py missing"; exit 1; }
+
+echo "[setup] building DeepSpeed's CPU kernels once (fused Adam, CPU Adam, shared-memory comm; cached by torch)"
+.venv/bin/python - <<'PY' 2>&1 | grep -v -E "Setting accelerator|^\[20" || true
+from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, FusedAdamBuilder, ShareMemCommBuilder
+for builder in (FusedAdamBuilder(), CPUAdamBuilder(), ShareMemCommBuilder()):
+    builder.load(verbose=False)
+PY
+
+echo "[setup] fetching the offline evaluation data (.cache/downloads)"
+bash scripts/fetch_eval_data.sh
 
 stamp_of > "$STAMP_FILE"
 echo "[setup] done"

@@ -29,7 +29,7 @@ def mongo_url(tmp_path_factory):
     try:
         server = ensure_embedded_server(data_dir)
     except EmbeddedServerUnavailable as exc:
-        pytest.skip(f"no MongoDB server for the tests: {exc}")
+        pytest.fail(f"no MongoDB server for the tests (run them with scripts/test.sh): {exc}")
     try:
         yield server.url
     finally:

@@ -21,24 +21,38 @@ from kd_plugin.errors import ConfigError  # noqa: E402
 
 
 def test_registry_lists_packaged_corpora():
-    assert {"wiki_leads", "enwiki_sample", "bbc_news"} <= set(CORPORA.names())
+    assert {"wiki_leads", "wiki_leads_eval", "enwiki_sample", "bbc_news"} <= set(CORPORA.names())
     assert DEFAULT_CORPUS == "wiki_leads"
 
 
-def test_wiki_leads_loads_about_10k_labelled_documents():
+def test_wiki_leads_loads_the_distillation_partition_of_labelled_documents():
     ds = load_corpus("wiki_leads")
     assert set(ds.column_names) == {"text", "label", "doc_id"}
-    assert 10_000 <= len(ds) <= 10_100
+    assert len(ds) == 8_701  # 10,033 in the file minus the 1,332 held out for evaluation
     texts = ds["text"]
     assert all(t.strip() for t in texts)
     doc_ids = ds["doc_id"]
     assert len(set(doc_ids)) == len(ds)  # stable, unique ids (article titles)
     labels = ds.features["label"].names
-    assert len(labels) == 12 and "Mathematics" in labels
+    assert len(labels) == 12 and "Mathematics" in labels and "Uncategorized" in labels
     assert set(ds["label"]) == set(range(12))
     # stable across loads: same ids, same fingerprint (so the tokenized cache is found again)
     again = load_corpus("wiki_leads")
     assert again._fingerprint == ds._fingerprint and again["doc_id"][:5] == doc_ids[:5]
+
+
+def test_wiki_eval_partition_is_disjoint_from_distillation_and_11_way():
+    train, held = load_corpus("wiki_leads"), load_corpus("wiki_leads_eval")
+    assert len(held) == 1_332 and len(train) + len(held) == 10_033
+    assert not set(train["doc_id"]) & set(held["doc_id"])  # no article in both
+    assert not set(train["text"]) & set(held["text"])  # nor the same text under another title
+    names = held.features["label"].names
+    assert len(names) == 11 and "Uncategorized" not in names  # the catch-all bucket is no topic
+    assert set(held["label"]) == set(range(11))
+    # the rule is the salted hash of the title alone: recomputed here, and the same on a second load
+    assert all(corpus_module.is_wiki_eval_article(t, "People") for t in held["doc_id"])
+    assert load_corpus("wiki_leads_eval")["doc_id"] == held["doc_id"]
+    assert not corpus_module.is_wiki_eval_article(held["doc_id"][0], corpus_module.WIKI_NON_TOPIC)
 
 
 def test_unknown_corpus_raises_config_error_listing_registry_names(monkeypatch):

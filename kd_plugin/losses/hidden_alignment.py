@@ -33,13 +33,13 @@ class HiddenStateTerm(LossTerm):
     ):
         super().__init__(name, dims, temperature)
         self.pairs = resolve_layer_pairs(
-            layers, dims.student_layers, dims.teacher_layers, key=f"loss.options.{name}.layers"
+            layers, dims.student_layers, dims.teacher_layers, key=f"loss_options.{name}.layers"
         )
         if projection not in PROJECTIONS:
-            raise ConfigError(f"loss.options.{name}.projection", f"unknown projection {projection!r}", str(PROJECTIONS))
+            raise ConfigError(f"loss_options.{name}.projection", f"unknown projection {projection!r}", str(PROJECTIONS))
         if projection == "none" and dims.student_hidden_size != dims.teacher_hidden_size:
             raise ConfigError(
-                f"loss.options.{name}.projection",
+                f"loss_options.{name}.projection",
                 f"student hidden size {dims.student_hidden_size} != teacher hidden size "
                 f"{dims.teacher_hidden_size}, so '{name}' needs a declared projection",
                 "'linear'",

@@ -18,7 +18,7 @@ from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, s
 class LogitMSE(LossTerm):
     def __init__(self, name: str, dims: ModelDims, temperature: float, rows: str = "tokens"):
         super().__init__(name, dims, temperature)
-        self.rows = check_rows(rows, f"loss.options.{name}.rows")
+        self.rows = check_rows(rows, f"loss_options.{name}.rows")
 
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
         rows = select_rows(self.rows, outputs)  # (bs, seq_len)

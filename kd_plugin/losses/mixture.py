@@ -19,7 +19,7 @@ from kd_plugin.errors import ConfigError
 # Importing the term modules registers them.
 from kd_plugin.losses import attention_kl, cosine, hidden_mse, logit_mse, masked_lm, soft_targets  # noqa: F401
 from kd_plugin.losses.outputs import DistillationOutputs
-from kd_plugin.losses.term import LOSS_TERMS, ModelDims
+from kd_plugin.losses.term import LOSS_TERMS, ModelDims, check_options
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ class MixtureDeclaration:
                 raise ConfigError(f"loss.weights.{name}", f"negative weight {weight}", ">= 0")
         if not any(w > 0 for w in self.weights.values()):
             raise ConfigError("loss.weights", "all loss weights are zero", f"at least one > 0 among {allowed}")
-        for name in self.options:
+        for name, options in self.options.items():
             if name not in LOSS_TERMS:
-                raise ConfigError("loss.options", f"options for unknown loss term {name!r}", allowed)
+                raise ConfigError("loss_options", f"options for unknown loss term {name!r}", allowed)
+            check_options(name, dict(options))
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
             raise ConfigError("T", f"temperature {t!r} must be a positive number", "T > 0")
@@ -62,14 +63,17 @@ class LossMixture(nn.Module):
         declaration.validate()
         self.declaration = declaration
         self.weights = declaration.active
-        self.terms = nn.ModuleDict(
-            {
-                name: LOSS_TERMS.get(name)(
-                    name, dims, float(declaration.temperature), **dict(declaration.options.get(name, {}))
-                )
-                for name in self.weights
-            }
-        )
+        self.terms = nn.ModuleDict({name: self._build(name, dims) for name in self.weights})
+
+    def _build(self, name: str, dims: ModelDims):
+        options = dict(self.declaration.options.get(name, {}))
+        try:
+            return LOSS_TERMS.get(name)(name, dims, float(self.declaration.temperature), **options)
+        except (TypeError, ValueError) as err:  # e.g. layers=3 instead of a list of pairs
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"loss_options.{name}", f"invalid options {options}: {err}",
+                              f"{sorted(options)} as documented in kd_plugin/losses/") from None
 
     @property
     def needs(self) -> frozenset[str]:

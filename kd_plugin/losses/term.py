@@ -6,6 +6,7 @@ and the mixture never name terms, so nothing else changes (torchdistill's regist
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,7 +46,7 @@ class LossTerm(nn.Module):
         super().__init__()
         if options:
             raise ConfigError(
-                f"loss.options.{name}", f"unknown option(s) {sorted(options)}", "(this term takes no options)"
+                f"loss_options.{name}", f"unknown option(s) {sorted(options)}", "(this term takes no options)"
             )
         self.name = name
         self.temperature = temperature
@@ -55,6 +56,25 @@ class LossTerm(nn.Module):
 
 
 LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term")
+
+_NOT_OPTIONS = ("self", "name", "dims", "temperature", "options")
+
+
+def default_options(term: type[LossTerm]) -> dict[str, Any]:
+    """A term's declarable options with their defaults, read from its ``__init__`` signature."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(term.__init__).parameters.values()
+        if p.name not in _NOT_OPTIONS and p.default is not inspect.Parameter.empty
+    }
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    allowed = default_options(LOSS_TERMS.get(name))
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"loss_options.{name}.{unknown[0]}", "unknown option",
+                          ", ".join(allowed) if allowed else "(this term takes no options)")
 
 
 ROW_SELECTIONS = ("tokens", "masked")

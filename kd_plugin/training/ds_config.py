@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ REMOVED_KEYS = {
     "sparse_attention": "sparse attention was removed in 0.19.7; remove the key",
 }
 REMOVED_OPTIMIZERS = {"onebitadam", "onebitlamb", "zerooneadam"}
+logger = logging.getLogger(__name__)
+
 SACRED_OWNED_KEYS = (
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
@@ -69,7 +72,12 @@ def plan_batches(
                 f"(which needs {accumulation})",
                 "set only one of the two (the other null)",
             )
-        return BatchPlan(micro_batch_size, accumulation, world_size)
+        plan = BatchPlan(micro_batch_size, accumulation, world_size)
+        if plan.train_batch_size != effective_batch_size:
+            logger.warning("effective_batch_size=%d is not a multiple of micro_batch_size x world_size = %d: "
+                           "using %d sequences per optimizer step", effective_batch_size,
+                           micro_batch_size * world_size, plan.train_batch_size)
+        return plan
     accumulation = 1 if gradient_accumulation_steps is None else gradient_accumulation_steps
     if not isinstance(accumulation, int) or accumulation < 1:
         raise ConfigError("batch.gradient_accumulation_steps", f"{accumulation!r} is not a positive integer", ">= 1")
@@ -103,40 +111,33 @@ def check_ds_json(ds: dict[str, Any]) -> None:
         raise ConfigError("deepspeed_config.optimizer.type", f"{optimizer['type']} was removed in DeepSpeed 0.19.7", str(SUPPORTED_OPTIMIZERS))
     if optimizer.get("type") not in SUPPORTED_OPTIMIZERS:
         raise ConfigError("deepspeed_config.optimizer.type", f"unsupported optimizer {optimizer.get('type')!r}", str(SUPPORTED_OPTIMIZERS))
-    if optimizer.get("params"):
+    owned = sorted(set(optimizer.get("params", {})) & {"lr", "betas", "eps", "weight_decay"})
+    if owned:
         raise ConfigError(
-            "deepspeed_config.optimizer.params", "set by the experiment config, not the DeepSpeed JSON", "optim.* keys"
+            f"deepspeed_config.optimizer.params.{owned[0]}", "set by the experiment config, not the DeepSpeed JSON",
+            "optim.* keys (other optimizer params such as torch_adam stay in the JSON)",
         )
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (1, 2, 3):
+        raise ConfigError("deepspeed_config.zero_optimization.stage", f"stage {stage!r}",
+                          "1, 2 or 3 (the student is exported from the ZeRO checkpoint's fp32 master weights)")
     if ds.get("bf16", {}).get("enabled") and ds.get("fp16", {}).get("enabled"):
         raise ConfigError("deepspeed_config", "bf16 and fp16 both enabled", "at most one of them")
 
 
-def build_ds_config(
-    ds_json: dict[str, Any], plan: BatchPlan, optim: dict[str, Any], total_steps: int
-) -> dict[str, Any]:
+def build_ds_config(ds_json: dict[str, Any], plan: BatchPlan, optim: dict[str, Any]) -> dict[str, Any]:
     """The full config handed to ``deepspeed.initialize``."""
     check_ds_json(ds_json)
     ds = copy.deepcopy(ds_json)
     ds.setdefault("optimizer", {"type": "AdamW"})
-    ds["optimizer"]["params"] = {
-        "lr": optim["lr"],
-        "betas": list(optim["betas"]),
-        "eps": optim["eps"],
-        "weight_decay": optim["weight_decay"],
-    }
-    warmup = int(round(optim["warmup_proportion"] * total_steps))
-    # DeepSpeed's WarmupDecayLR: linear warm-up from 0 to lr, then linear decay to 0 at total_num_steps,
-    # the DistilBERT schedule (get_linear_schedule_with_warmup).
-    ds["scheduler"] = {
-        "type": "WarmupDecayLR",
-        "params": {
-            "warmup_min_lr": 0.0,
-            "warmup_max_lr": optim["lr"],
-            "warmup_num_steps": max(warmup, 1),
-            "total_num_steps": max(total_steps, warmup + 1, 2),
-            "warmup_type": "linear",
-        },
-    }
+    ds["optimizer"]["params"] = dict(
+        ds["optimizer"].get("params", {}),
+        lr=optim["lr"],
+        betas=list(optim["betas"]),
+        eps=optim["eps"],
+        weight_decay=optim["weight_decay"],
+    )
+    # The LR schedule is not a DeepSpeed "scheduler" block: see kd_plugin/training/optimization.py.
     ds["gradient_clipping"] = optim["max_grad_norm"]
     ds["train_micro_batch_size_per_gpu"] = plan.micro_batch_size
     ds["gradient_accumulation_steps"] = plan.gradient_accumulation_steps

@@ -8,13 +8,15 @@ depth, ``cos`` between different widths) run right after the teacher config is r
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from kd_plugin.errors import ConfigError
-from kd_plugin.losses import MixtureDeclaration
+from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
+from kd_plugin.losses.term import default_options
 from kd_plugin.masking import MaskingConfig
+from kd_plugin.training.checkpointing import find_checkpoint_dir
 from kd_plugin.training.ds_config import check_ds_json, load_ds_json, plan_batches
 
 ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_cos": "cos", "alpha_mse": "mse"}
@@ -28,7 +30,16 @@ def mixture_declaration(cfg: Mapping[str, Any]) -> MixtureDeclaration:
             raise ConfigError(f"loss_weights.{name}", f"'{name}' is already set by alpha_{name}",
                               "terms other than ce, mlm, cos, mse")
         weights[name] = weight
-    return MixtureDeclaration(weights=weights, temperature=cfg["T"], options=dict(cfg.get("loss_options") or {}))
+    options = {name: dict(opts) for name, opts in dict(cfg.get("loss_options") or {}).items()}
+    return MixtureDeclaration(weights=weights, temperature=cfg["T"], options=options)
+
+
+def declarable_loss_config() -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Defaults for the experiment config: every registered term's weight (0 = off) and options, so
+    ``with loss_weights.hidden_mse=1 loss_options.ce.rows=masked`` works and ``print_config`` lists them."""
+    weights = {name: 0.0 for name in LOSS_TERMS.names() if name not in ALPHA_KEYS.values()}
+    options = {name: default_options(LOSS_TERMS.get(name)) for name in LOSS_TERMS.names()}
+    return weights, {name: opts for name, opts in options.items() if opts}
 
 
 def _positive_int(value: Any, key: str, allow_none: bool = False, minimum: int = 1) -> None:
@@ -46,8 +57,27 @@ def _in_range(value: Any, key: str, low: float, high: float, low_open: bool = Fa
         raise ConfigError(key, f"{value!r} is out of range", f"{lo}{low}, {high}{hi}")
 
 
+def user_key(key: str) -> str:
+    """The mixture reports ``loss.weights.<term>``; users set ``alpha_<term>`` or ``loss_weights.<term>``."""
+    if key.startswith("loss.weights."):
+        term = key[len("loss.weights."):]
+        alpha = {v: k for k, v in ALPHA_KEYS.items()}.get(term)
+        return alpha or f"loss_weights.{term}"
+    return "alpha_* / loss_weights" if key == "loss.weights" else key
+
+
+def validate_mixture(cfg: Mapping[str, Any], validate: Callable[[MixtureDeclaration], Any]) -> None:
+    try:
+        validate(mixture_declaration(cfg))
+    except ConfigError as err:
+        raise ConfigError(user_key(err.key), err.problem, err.allowed) from None
+
+
 def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None:
-    mixture_declaration(cfg).validate()
+    validate_mixture(cfg, MixtureDeclaration.validate)
+    unknown = sorted(set(cfg["masking"]) - {f.name for f in fields(MaskingConfig)})
+    if unknown:
+        raise ConfigError(f"masking.{unknown[0]}", "unknown key", ", ".join(f.name for f in fields(MaskingConfig)))
     MaskingConfig(**cfg["masking"]).validate()
 
     data = cfg["data"]
@@ -82,7 +112,7 @@ def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None
     _positive_int(cfg["checkpoint_every"], "checkpoint_every", allow_none=True)
     _positive_int(cfg["seed"], "seed", minimum=0)
     _positive_int(cfg.get("stop_at_step"), "stop_at_step", allow_none=True)
+    _positive_int(cfg.get("eval_max_sequences"), "eval_max_sequences", allow_none=True, minimum=0)
     check_ds_json(load_ds_json(cfg["deepspeed_config"]))
-    if cfg.get("resume") is not None and not Path(cfg["resume"]).is_dir():
-        raise ConfigError("resume", f"checkpoint directory {cfg['resume']!r} does not exist",
-                          "a directory written by an earlier run (<output_dir>/checkpoints)")
+    if cfg.get("resume") is not None:
+        find_checkpoint_dir(cfg["resume"])

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
+from transformers import DistilBertForMaskedLM
 
 from kd_plugin.data import LengthGroupedBatchSampler, build_tokenized_corpus, collate_batch, load_corpus
 from kd_plugin.losses import LossMixture, ModelDims
@@ -33,6 +34,7 @@ from kd_plugin.training import checkpointing
 from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
 from kd_plugin.training.ds_config import build_ds_config, load_ds_json, plan_batches, precision_of
 from kd_plugin.training.launch_env import ensure_launch_env
+from kd_plugin.training.optimization import linear_warmup_decay, parameter_groups
 from kd_plugin.training.run_config import mixture_declaration, validate_distill_config
 from kd_plugin.training.step_metrics import AccumulationWindow, ThrottledLogger
 
@@ -129,6 +131,8 @@ class DistillationTrainer:
         )
         if attn:
             student.set_attn_implementation(attn)
+            for layer in student.distilbert.transformer.layer:
+                layer.attention.dropout.p = 0.0  # attention_kl compares probabilities: none may be dropped
         if student_cfg.get("dropout") is not None:
             set_dropout(student, student_cfg["dropout"])
         dims = ModelDims(
@@ -186,11 +190,14 @@ class DistillationTrainer:
     def _build_engine(self) -> None:
         import deepspeed
 
-        self.ds_config = build_ds_config(self.ds_json, self.plan, self.cfg["optim"], self.total_steps)
-        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.ds_config = build_ds_config(self.ds_json, self.plan, self.cfg["optim"])
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=self.module, model_parameters=params, config=self.ds_config
+            model=self.module,
+            model_parameters=parameter_groups(self.module, self.cfg["optim"]["weight_decay"]),
+            config=self.ds_config,
+            lr_scheduler=linear_warmup_decay(self.total_steps, self.cfg["optim"]["warmup_proportion"]),
         )
+        self.teacher.to(self.engine.device)  # outside the engine, so it is moved by hand
         self.info["deepspeed_config"] = self.ds_config
         self.info["engine"] = {
             "train_batch_size": self.engine.train_batch_size(),
@@ -202,7 +209,9 @@ class DistillationTrainer:
             "optimizer": type(getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)).__name__,
             "total_steps": self.total_steps,
         }
-        assert self.engine.train_batch_size() == self.plan.train_batch_size  # micro x accumulation x world
+        if self.engine.train_batch_size() != self.plan.train_batch_size:  # micro x accumulation x world
+            raise RuntimeError(f"DeepSpeed train batch {self.engine.train_batch_size()} != planned "
+                               f"{self.plan.train_batch_size} (micro x accumulation x world size)")
 
     # ------------------------------------------------------------------ data stream
     def micro_batches(self) -> Iterator[MicroBatch]:
@@ -227,21 +236,34 @@ class DistillationTrainer:
                 f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def resume_plan(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {
+            "world_size": self.launch.world_size,
+            "micro_batch_size": self.plan.micro_batch_size,
+            "gradient_accumulation_steps": self.plan.gradient_accumulation_steps,
+            "seed": self.cfg["seed"],
+            "total_steps": self.total_steps,
+            "corpus_cache": self.corpus.cache_path.name,
+        }
+
     def save_checkpoint(self, state: TrainingState) -> None:
-        client = checkpointing.client_state(state.step, self.sampler.state_dict(), state.tokens_seen)
+        client = checkpointing.client_state(state.step, self.sampler.state_dict(), state.tokens_seen, self.resume_plan)
         self.engine.save_checkpoint(str(self.checkpoint_dir), tag=STEP_TAG.format(state.step), client_state=client)
 
     def maybe_resume(self, state: TrainingState) -> None:
         resume = self.cfg.get("resume")
         if not resume:
             return
-        path, client = self.engine.load_checkpoint(str(resume))
+        path, client = self.engine.load_checkpoint(str(checkpointing.find_checkpoint_dir(resume)))
         if path is None:
-            raise RuntimeError(f"resume={resume!r}: no DeepSpeed checkpoint found there (missing 'latest' file?)")
+            raise RuntimeError(f"resume={resume!r}: DeepSpeed could not load the checkpoint")
+        checkpointing.check_compatible(client.get("kd_plan", {}), self.resume_plan)
         state.step = client["kd_step"]
         state.tokens_seen = client["kd_tokens_seen"]
         self.sampler.load_state_dict(client["kd_sampler"])
-        checkpointing.restore_rng_state(client["kd_rng"])
+        checkpointing.restore_rng_state(client["kd_rng"][self.launch.rank])
         self.info["resumed_from"] = {"path": str(path), "step": state.step}
         logger.info("resumed from %s at step %d", path, state.step)
 
@@ -250,15 +272,18 @@ class DistillationTrainer:
         state = TrainingState()
         self.maybe_resume(state)
         window = AccumulationWindow()
-        metrics_log = ThrottledLogger(self.log_scalar, self.cfg["log_every"], self.total_steps)
+        stop_at = min(self.cfg.get("stop_at_step") or self.total_steps, self.total_steps)
+        metrics_log = ThrottledLogger(self.log_scalar, self.cfg["log_every"], stop_at)
         progress = tqdm(total=self.total_steps, initial=state.step, desc="distill", unit="step",
                         disable=not (self.launch.is_main and self.cfg.get("progress_bar", True)), dynamic_ncols=True)
         checkpoint_every = self.cfg["checkpoint_every"]
         stream = self.micro_batches()
-        stop_at = min(self.cfg.get("stop_at_step") or self.total_steps, self.total_steps)
         while state.step < stop_at:
             mb = next(stream)
-            losses = self.engine(input_ids=mb.input_ids, attention_mask=mb.attention_mask, labels=mb.labels)
+            lr = self.engine.get_lr()[0]  # the rate this optimizer step uses
+            device = self.engine.device
+            losses = self.engine(input_ids=mb.input_ids.to(device), attention_mask=mb.attention_mask.to(device),
+                                 labels=mb.labels.to(device))
             self.engine.backward(losses["loss"])
             window.add(losses, mb.n_tokens)
             boundary = self.engine.is_gradient_accumulation_boundary()
@@ -269,7 +294,7 @@ class DistillationTrainer:
             means, tokens = window.reduce()
             state.tokens_seen += tokens
             grad_norm = self.engine.get_global_grad_norm()
-            step_metrics = dict(means, lr=float(self.scheduler.get_last_lr()[0] if self.scheduler else 0.0),
+            step_metrics = dict(means, lr=float(lr),
                                 grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
             logged = metrics_log.step(state.step, step_metrics, tokens)
             if logged:
@@ -280,7 +305,7 @@ class DistillationTrainer:
             if logged:
                 postfix["tok/s"] = f"{logged['tokens_per_second']:.0f}"
             progress.set_postfix(postfix)
-            if checkpoint_every and state.step % checkpoint_every == 0 and state.step < self.total_steps:
+            if checkpoint_every and state.step % checkpoint_every == 0 and state.step < stop_at:
                 self.save_checkpoint(state)
         progress.close()
         self.save_checkpoint(state)
@@ -297,12 +322,31 @@ class DistillationTrainer:
             tag = STEP_TAG.format(state.step)
             full = get_fp32_state_dict_from_zero_checkpoint(str(self.checkpoint_dir), tag=tag)
             student_state = {k[len("student."):]: v for k, v in full.items() if k.startswith("student.")}
-            student = self.module.student
-            student.float().load_state_dict(student_state, strict=False)
-            student.save_pretrained(target)
+            # A fresh model, never the engine's own module: under ZeRO-3 that one holds empty partitions.
+            exported = DistilBertForMaskedLM(self.module.student.config)
+            exported.load_state_dict(student_state, strict=True)
+            exported.save_pretrained(target)
             self.tokenizer.save_pretrained(target)
+            self.exported_student = exported.eval()
         self._barrier()
         return target
+
+    def evaluate_held_out(self) -> dict[str, dict[str, float]]:
+        """Masked-token accuracy of teacher and exported student on held-out documents (same fixed masks)."""
+        from kd_plugin.evaluation.masked_lm import masked_lm_accuracy
+
+        n = self.cfg.get("eval_max_sequences")
+        if not self.launch.is_main or n == 0 or len(self.corpus.held_out) == 0:
+            return {}
+        scores = {}
+        for name, model in (("teacher", self.teacher), ("student", self.exported_student)):
+            scores[name] = masked_lm_accuracy(model.float().cpu(), self.corpus.held_out, self.tokenizer,
+                                              max_sequences=n, seed=self.cfg["seed"])
+            if self.log_scalar is not None:
+                self.log_scalar(f"held_out_mlm_accuracy_{name}", scores[name]["accuracy"], self.total_steps)
+        logger.info("held-out masked-token accuracy: teacher %.3f, student %.3f",
+                    scores["teacher"]["accuracy"], scores["student"]["accuracy"])
+        return scores
 
     def run(self) -> dict[str, Any]:
         import datasets
@@ -319,6 +363,7 @@ class DistillationTrainer:
         self.info["student_summary"] = self.student_summary.to_dict()
         state = self.train()
         student_dir = self.export_student(state)
+        held_out = self.evaluate_held_out()
         result = {
             "steps": state.step,
             "tokens_seen": state.tokens_seen,
@@ -326,6 +371,8 @@ class DistillationTrainer:
             "finished": state.step >= self.total_steps,
             "student_dir": str(student_dir.resolve()),
             "student": self.student_summary.to_dict(),
+            "held_out_mlm": held_out,
+            "teacher": self.teacher_source.name,
             "wall_seconds": time.perf_counter() - t0,
         }
         self.info["student_dir"] = result["student_dir"]

@@ -1,0 +1,146 @@
+"""Downstream evaluation of a teacher or a distilled student: fine-tune on labelled tasks, report accuracy per task
+and the GLUE-style macro average, plus a size/speed report against the teacher.
+
+    bash scripts/fetch_eval_data.sh                                        # once: the offline tasks' data
+    python experiments/finetune.py with model=bert-tiny                     # the packaged teacher, 4 offline tasks
+    python experiments/finetune.py with model=outputs/distill/<run>/student size_speed.reference=bert-tiny
+    python experiments/finetune.py with distill_run_id=12                   # the student of saved distill run 12
+    python experiments/finetune.py with model=<student> distillation.teacher_model=bert-tiny   # "DistilBERT (D)"
+    python experiments/finetune.py with model=bert-tiny save_models=True     # fine-tuned teachers, reusable as
+        # distillation.teacher_model="{'mr_sentiment': '<output_dir>/models/mr_sentiment', ...}" (no re-fine-tuning)
+    python experiments/finetune.py with smoke                               # seconds, tiny random model
+    python experiments/finetune.py with model=bert-tiny "tasks=['glue/sst2']"   # GLUE by name (online only)
+    python -m kd_plugin.downstream.size_speed --teacher bert-tiny --student <dir>   # size/speed alone
+
+Tasks (kd_plugin/downstream/tasks.py): mr_sentiment, conll2010_uncertainty, bbc_topics (5-way), wiki_topics
+(11-way, articles held out of the distillation corpus), glue/<name>. Splits are fixed by ``split_seed`` (not by
+``seed``, which drives initialisation and data order), so every run is scored on the same test examples.
+``distill_run_id`` is recorded with the run (config and info) so the analysis can join it to its distillation run.
+Invalid values stop the run before any compute with ``<key>: <problem>; allowed: <values>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
+
+from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+
+sys.argv = strip_local_rank_argument(sys.argv)
+LAUNCH = ensure_launch_env()
+
+from sacred import Experiment  # noqa: E402
+
+from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
+from kd_plugin.downstream.run_config import validate_finetune_config  # noqa: E402
+from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
+from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+ex = Experiment("finetune", save_git_info=False)
+configure_experiment(ex, LAUNCH)
+
+
+@ex.config
+def config():
+    seed = 42  # classifier-head initialisation and training order (the splits use split_seed)
+    model = None  # model directory (e.g. a distilled student), catalogue name (bert-tiny, minilm-l6, random-tiny), hub id
+    distill_run_id = None  # Sacred id of the distillation run whose student this evaluates (recorded; model from it if model=null)
+    distill_db = dict(url=None, name=None)  # where that run is saved; null = where this run is saved (tracking.*)
+    tasks = ["mr_sentiment", "conll2010_uncertainty", "bbc_topics", "wiki_topics"]  # or glue/<name> (online)
+    split_seed = 0  # fixed train/validation/test splits: keep it fixed to compare runs
+    max_seq_length = 128  # longer texts are truncated
+    batch_size = 32
+    eval_batch_size = 128
+    lr = 3e-4  # AdamW, linear warm-up then decay; a list = a grid: per task, the lr with the best validation accuracy
+    weight_decay = 0.01
+    warmup_proportion = 0.1
+    max_grad_norm = 1.0
+    epochs = 3
+    max_train_examples = None  # use only the first N training examples per task (quick runs)
+    max_eval_examples = None  # and the first N validation / test examples
+    log_every = 50  # optimizer steps between logged training-loss points
+    threads = None  # torch intra-op threads; null = torch's default (one per core). With other jobs on the
+    # cores, 1 thread can be many times faster than 2 (threads spin-waiting on a busy core)
+    distillation = dict(  # fine-tuning with distillation ("DistilBERT (D)"); off while teacher_model is null
+        teacher_model=None,  # model name/dir fine-tuned first on each task, or {task: dir of a fine-tuned classifier}
+        alpha_task=0.5,  # cross-entropy on the labels
+        alpha_ce=0.5,  # soft-target KL * T^2 against the teacher's logits (the `ce` term)
+        T=2.0,  # temperature (the public run_squad_w_distillation.py defaults: 0.5 / 0.5 / 2.0)
+        teacher_lr=None,  # null = lr
+        teacher_epochs=None,  # null = epochs
+    )
+    size_speed = dict(
+        enabled=True,
+        reference=None,  # the teacher to compare with; null = distillation.teacher_model or the distill run's teacher
+        batch_size=32,
+        seq_length=128,
+        repeats=5,  # median of this many timed repeats
+        warmup=2,
+    )
+    save_models = False  # keep the fine-tuned classifiers under <output_dir>/models/<task>
+    output_dir = None  # null = outputs/finetune/<time>-<config hash>
+
+
+@ex.named_config
+def smoke():
+    # Seconds: a tiny random model on a few examples of every offline task, end to end.
+    model = "random-tiny"
+    max_train_examples = 64
+    max_eval_examples = 32
+    epochs = 1
+    batch_size = 16
+    log_every = 2
+    threads = 1
+    size_speed = dict(batch_size=4, seq_length=32, repeats=2, warmup=1)
+
+
+@ex.named_config
+def lr_grid():
+    # Each model gets its best learning rate per task (chosen on the validation split): a fairer teacher/student
+    # comparison than one shared lr, at three times the cost.
+    lr = [1e-4, 3e-4, 1e-3]
+
+
+@ex.named_config
+def distilled():
+    # "DistilBERT (D)": distillation during fine-tuning from the packaged teacher, fine-tuned first on each task.
+    distillation = dict(teacher_model="bert-tiny")
+
+
+@ex.config_hook
+def validate(config, command_name, logger):
+    """Reject bad values (and an unresolvable model) before the run starts."""
+    if command_name == "main":
+        with exit_on_config_error():
+            validate_finetune_config(config)
+            resolve_evaluated_model(config)
+    return {}
+
+
+def _output_dir(cfg: dict) -> Path:
+    if cfg["output_dir"]:
+        return Path(cfg["output_dir"])
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return PROJECT / "outputs" / "finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+@ex.main
+def main(_config, _run):
+    cfg = dict(_config)
+    _run.info["distill_run_id"] = cfg["distill_run_id"]
+    evaluation = DownstreamEvaluation(cfg, log_scalar=_run.log_scalar, info=_run.info, output_dir=_output_dir(cfg))
+    with exit_on_config_error():  # e.g. a task's data not fetched, a model directory that does not load
+        result = evaluation.run()
+    _run.add_artifact(str(Path(result["output_dir"]) / "results.json"), name="results.json")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(ex)

@@ -1,0 +1,108 @@
+"""Prepare a teacher whose masked-LM head is missing or weak: fit the head, then the whole model, on the corpus.
+
+    python experiments/prepare_teacher.py                          # bert-tiny, its default recipe
+    python experiments/prepare_teacher.py with teacher=minilm-l6   # fresh MLM head: head-only, then full (~26 min)
+    python experiments/prepare_teacher.py with smoke               # seconds: a few hundred documents, 30 steps
+    python experiments/prepare_teacher.py where with teacher=minilm-l6   # print the cache directory, no compute
+    python experiments/prepare_teacher.py print_config
+
+The prepared teacher (save_pretrained model + tokenizer, ``preparation.json`` with the recipe, the held-out
+masked-token accuracy before / after, the Sacred run id and the date) is cached in
+``<cache_root>/<teacher>-prepared-<key>/``; the key hashes every recipe value (kd_plugin/preparation/recipes.py),
+the corpus content and the base weights. ``distill.py with teacher=bert-tiny-prepared`` runs this experiment as a
+subprocess when its cache is missing. Invalid values stop the run before any compute.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
+
+from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+
+sys.argv = strip_local_rank_argument(sys.argv)
+LAUNCH = ensure_launch_env()
+
+from sacred import Experiment  # noqa: E402
+
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
+from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
+from kd_plugin.preparation.recipes import (  # noqa: E402
+    SMOKE,
+    default_cache_root,
+    recipe_value,
+    validate_preparation_config,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+ex = Experiment("prepare_teacher", save_git_info=False)
+configure_experiment(ex, LAUNCH)
+
+
+@ex.config
+def config():
+    teacher = "bert-tiny"  # base: bert-tiny (weak MLM head), minilm-l6 (no MLM head), or a local BERT directory
+    # --- the recipe: every value below except data.cache_dir is part of the cache key; defaults per teacher in
+    # kd_plugin/preparation/recipes.py (BASE_RECIPE, TEACHER_RECIPES)
+    seed = recipe_value(teacher, "seed")  # head init, data order, masks, and the train / held-out document split
+    data = dict(
+        recipe_value(teacher, "data"),  # corpus, max_seq_length, held_out_fraction, max_documents, sample_by
+        cache_dir=str(PROJECT / ".cache" / "datasets"),  # tokenized-corpus cache (shared with distill)
+    )
+    masking = recipe_value(teacher, "masking")  # 15 %, 80/10/10, uniform selection
+    batch_size = recipe_value(teacher, "batch_size")  # sequences per optimizer step
+    train_head_only_steps = recipe_value(teacher, "train_head_only_steps")  # phase 1: only the MLM head trains
+    head_lr = recipe_value(teacher, "head_lr")  # peak learning rate of phase 1
+    steps = recipe_value(teacher, "steps")  # phase 2: the whole model trains
+    lr = recipe_value(teacher, "lr")  # peak learning rate of phase 2
+    optim = recipe_value(teacher, "optim")  # AdamW; linear warm-up then linear decay, per phase
+    # --- not in the key
+    evaluation = dict(
+        max_sequences=None,  # held-out sequences measured before / after (null = all)
+        batch_size=32,
+        seed=0,  # the fixed masks every model is measured on
+    )
+    cache_root = str(default_cache_root())  # $KD_TEACHER_CACHE or <project>/.cache/teachers
+    output_dir = None  # null = <cache_root>/<teacher>-prepared-<key>
+    overwrite = False  # prepare again even when the cache directory is complete
+    log_every = 10  # optimizer steps between logged training metrics
+    progress_bar = True
+
+
+ex.add_named_config("smoke", SMOKE)
+
+
+@ex.config_hook
+def validate(config, command_name, logger):
+    """Reject bad values before the run starts (no model loaded, no run record half created)."""
+    if command_name in ("main", "where"):
+        with exit_on_config_error():  # one line "configuration error: <key>: ..." and exit status 2
+            validate_preparation_config(config)
+    return {}
+
+
+@ex.command(unobserved=True)
+def where(_config):
+    """Print the cache directory of this recipe (loads the corpus to fingerprint it; trains nothing)."""
+    from kd_plugin.preparation.cache import locate
+
+    location = locate(_config["teacher"], _config, _config["cache_root"])
+    print(location.directory, "(complete)" if location.complete() else "(not prepared yet)")
+    return str(location.directory)
+
+
+@ex.main
+def main(_config, _run):
+    from kd_plugin.preparation.mlm_training import prepare_teacher
+
+    result = prepare_teacher(dict(_config), log_scalar=_run.log_scalar, info=_run.info, run_id=_run._id)
+    record = Path(result["prepared_dir"]) / "preparation.json"
+    if record.is_file() and not result.get("reused"):
+        _run.add_artifact(str(record), name="preparation.json")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(ex)

@@ -1,0 +1,215 @@
+"""What a teacher preparation is: its recipe (every value that changes the prepared weights), its checks, its key.
+
+A *recipe* is a nested dict with the keys of :data:`BASE_RECIPE`. The recipe of a base teacher is
+``BASE_RECIPE`` updated with ``TEACHER_RECIPES[teacher]``; ``experiments/prepare_teacher.py`` takes its defaults
+from :func:`recipe_for`, and the catalogue's ``*-prepared`` entries pass the whole recipe on the command line, so a
+manual run and a catalogue-triggered run with the same values land in the same cache directory::
+
+    <cache_root>/<teacher>-prepared-<key>/      key = sha256(format, recipe, corpus fingerprint, teacher source)[:12]
+
+Settings that do not change the weights (evaluation size, cache locations, progress bar) are not in the recipe.
+This module imports no torch / transformers: the catalogue and the config hook use it before any compute.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kd_plugin.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
+RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
+FORMAT_VERSION = 1  # bump when the preparation code changes what a recipe produces
+
+BASE_RECIPE: dict[str, Any] = {
+    "seed": 42,  # head initialisation, data order, masks; also the held-out split (distill uses its seed too)
+    "data": {
+        "corpus": "wiki_leads",
+        "max_seq_length": 128,
+        "held_out_fraction": 0.02,  # same split as the default distillation run: its held-out docs stay unseen
+        "max_documents": None,
+        "sample_by": "line",
+    },
+    # BERT pre-training corruption: 15 % of tokens, 80/10/10, uniform selection (no frequency smoothing)
+    "masking": {"mlm_probability": 0.15, "mask_fraction": 0.8, "random_fraction": 0.1, "keep_fraction": 0.1,
+                "smoothing": 0.0},
+    "batch_size": 32,
+    "train_head_only_steps": 0,  # phase 1: only the MLM head trains (encoder frozen)
+    "head_lr": 1e-3,
+    "steps": 300,  # phase 2: the whole model trains
+    "lr": 2e-4,
+    "optim": {"betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.01, "warmup_proportion": 0.06,
+              "max_grad_norm": 1.0},
+}
+
+# Per base teacher. bert-tiny, measured here (held-out masked-token accuracy, shipped 6.3 %): 600 full-model steps
+# reach 37.0 % at lr 1e-3 and 35.4 % at lr 3e-4; a step (32 x <=128 tokens) costs ~0.44 s of CPU, so the default
+# preparation takes ~2.5-5 min on 2 cores. minilm-l6 follows FIELD_NOTES §4 (head 600 steps, then full 300 steps):
+# ~1.6 s CPU per head-only step and ~2.6 s per full step here, i.e. roughly half an hour.
+TEACHER_RECIPES: dict[str, dict[str, Any]] = {
+    "bert-tiny": {"train_head_only_steps": 0, "steps": 600, "lr": 1e-3},
+    "minilm-l6": {"train_head_only_steps": 600, "head_lr": 1e-3, "steps": 300, "lr": 2e-4},
+}
+
+# Seconds, for tests and quick checks: a few hundred documents, short sequences, a few dozen steps.
+SMOKE: dict[str, Any] = {
+    "data": {"max_documents": 400, "max_seq_length": 64, "held_out_fraction": 0.1},
+    "batch_size": 16,
+    "train_head_only_steps": 0,
+    "steps": 30,  # bert-tiny: 6.8 % -> 22.1 % held-out masked-token accuracy, ~10 s of CPU
+    "lr": 1e-3,
+}
+
+# catalogue name of the prepared teacher -> base teacher
+PREPARED_TEACHERS = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}
+NOT_PREPARABLE = {"random-tiny": "random weights: nothing to prepare"}
+
+
+def deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` merged in (nested dicts merged key by key)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def recipe_for(teacher: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The complete recipe of ``teacher`` (its ``TEACHER_RECIPES`` entry over ``BASE_RECIPE``) plus overrides.
+
+    ``overrides`` may hold keys that are not part of a recipe (e.g. ``evaluation``); they are dropped here.
+    """
+    recipe = deep_update(BASE_RECIPE, TEACHER_RECIPES.get(teacher, {}))
+    return recipe_of(deep_update(recipe, overrides or {}))
+
+
+def recipe_value(teacher: str, key: str) -> Any:
+    """One top-level recipe value of ``teacher`` (the experiment's config scope reads its defaults with this)."""
+    return recipe_for(teacher)[key]
+
+
+def recipe_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe part of an experiment config: exactly the keys of ``BASE_RECIPE`` (nested dicts too)."""
+
+    def pick(template: Mapping[str, Any], source: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out = {}
+        for key, default in template.items():
+            if key not in source:
+                raise ConfigError(prefix + key, "missing from the preparation config", "see BASE_RECIPE")
+            value = source[key]
+            out[key] = pick(default, value, f"{prefix}{key}.") if isinstance(default, dict) else copy.deepcopy(value)
+        return out
+
+    return pick(BASE_RECIPE, config, "")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"corpus": x}}`` -> ``{"data.corpus": x}`` (Sacred command-line form)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def preparation_key(recipe: Mapping[str, Any], corpus_fingerprint: str, teacher_source: str) -> str:
+    """12 hex digits identifying the prepared weights: recipe + corpus content + base weights + code version."""
+    payload = {"format": FORMAT_VERSION, "recipe": recipe_of(recipe), "corpus_fingerprint": corpus_fingerprint,
+               "teacher_source": teacher_source}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_cache_root() -> Path:
+    """``$KD_TEACHER_CACHE`` if set, else ``<project>/.cache/teachers``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else PROJECT_ROOT / ".cache" / "teachers"
+
+
+def prepared_dir_name(teacher: str, key: str) -> str:
+    """``<teacher>-prepared-<key>``; a local-directory teacher contributes its folder name."""
+    stem = Path(teacher).name if ("/" in teacher or os.sep in teacher) else teacher
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "teacher"
+    return f"{stem}-prepared-{key}"
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _int(value: Any, key: str, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        allowed = f">= {minimum}" + (" or null" if allow_none else "")
+        raise ConfigError(key, f"{value!r} is not an integer >= {minimum}", allowed)
+
+
+def _float(value: Any, key: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise ConfigError(key, f"{value!r} is out of range",
+                          f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+
+
+def validate_preparation_config(config: Mapping[str, Any]) -> None:
+    """Reject a bad preparation config with a ConfigError naming the key, before anything is loaded."""
+    from kd_plugin.masking import MaskingConfig  # torch, but no model: still cheap next to a preparation
+
+    teacher = config.get("teacher")
+    if not isinstance(teacher, str) or not teacher:
+        raise ConfigError("teacher", f"{teacher!r}", "bert-tiny, minilm-l6, or a local BERT directory")
+    if teacher in PREPARED_TEACHERS:
+        raise ConfigError("teacher", f"{teacher!r} is already a prepared teacher",
+                          f"its base teacher {PREPARED_TEACHERS[teacher]!r}, or another base teacher")
+    if teacher in NOT_PREPARABLE:
+        raise ConfigError("teacher", f"{teacher!r}: {NOT_PREPARABLE[teacher]}",
+                          "bert-tiny, minilm-l6, a local BERT directory")
+    recipe = recipe_of(config)
+    _int(recipe["seed"], "seed", 0)
+    data = recipe["data"]
+    if not isinstance(data["corpus"], str) or not data["corpus"]:
+        raise ConfigError("data.corpus", f"{data['corpus']!r}", "a corpus name, a local path, or a hub dataset id")
+    _int(data["max_seq_length"], "data.max_seq_length", 8)
+    if data["max_seq_length"] > 512:
+        raise ConfigError("data.max_seq_length", f"{data['max_seq_length']} exceeds BERT's 512 positions", "8..512")
+    _float(data["held_out_fraction"], "data.held_out_fraction", 0.0, 1.0, low_open=True, high_open=True)
+    _int(data["max_documents"], "data.max_documents", 2, allow_none=True)
+    if data["sample_by"] not in ("line", "paragraph"):
+        raise ConfigError("data.sample_by", f"{data['sample_by']!r}", "line, paragraph")
+    MaskingConfig(**recipe["masking"]).validate()
+    _int(recipe["batch_size"], "batch_size", 1)
+    _int(recipe["train_head_only_steps"], "train_head_only_steps", 0)
+    _int(recipe["steps"], "steps", 0)
+    if recipe["train_head_only_steps"] + recipe["steps"] == 0:
+        raise ConfigError("steps", "train_head_only_steps + steps is 0: nothing would be trained", "a total >= 1")
+    _float(recipe["head_lr"], "head_lr", 0.0, 1.0, low_open=True)
+    _float(recipe["lr"], "lr", 0.0, 1.0, low_open=True)
+    optim = recipe["optim"]
+    betas = optim["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+        raise ConfigError("optim.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
+    for i, beta in enumerate(betas):
+        _float(beta, f"optim.betas[{i}]", 0.0, 1.0, high_open=True)
+    _float(optim["eps"], "optim.eps", 0.0, 1.0, low_open=True)
+    _float(optim["weight_decay"], "optim.weight_decay", 0.0, 1.0)
+    _float(optim["warmup_proportion"], "optim.warmup_proportion", 0.0, 1.0, high_open=True)
+    _float(optim["max_grad_norm"], "optim.max_grad_norm", 0.0, math.inf, low_open=True, high_open=True)
+
+    evaluation = config.get("evaluation", {})
+    _int(evaluation.get("max_sequences"), "evaluation.max_sequences", 1, allow_none=True)
+    _int(evaluation.get("batch_size", 1), "evaluation.batch_size", 1)
+    _int(evaluation.get("seed", 0), "evaluation.seed", 0)
+    _int(config.get("log_every", 1), "log_every", 1)

@@ -1,0 +1,93 @@
+"""The trainer's pieces that need no engine: frozen teacher, DeepSpeed config checks, batch plan, LR schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from kd_plugin.errors import ConfigError
+from kd_plugin.losses import LossMixture, MixtureDeclaration, ModelDims
+from kd_plugin.student import build_student
+from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
+from kd_plugin.training.ds_config import build_ds_config, check_ds_json, plan_batches
+from kd_plugin.training.optimization import linear_warmup_decay, parameter_groups
+
+
+def tiny_pair():
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=32))
+    student, _ = build_student(teacher, "alternate")
+    dims = ModelDims(16, 16, 2, 4, 2, 2)
+    mixture = LossMixture(MixtureDeclaration({"ce": 5.0, "mlm": 2.0, "cos": 1.0}, temperature=2.0), dims)
+    return freeze_teacher(teacher, torch.float32), student.train(), mixture
+
+
+def test_teacher_is_outside_the_trained_module_and_gets_no_gradient():
+    teacher, student, mixture = tiny_pair()
+    module = DistillationModule(student, mixture, teacher)
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in module.parameters()}
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    ids = torch.randint(5, 50, (2, 8))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    losses = module(ids, torch.ones_like(ids), labels)
+    losses["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert not teacher.training
+    assert sum(float(p.grad.abs().sum()) for p in student.parameters() if p.grad is not None) > 0
+    assert set(losses) == {"loss", "loss_ce", "loss_mlm", "loss_cos"}
+
+
+def test_weight_decay_spares_biases_and_layer_norms():
+    _, student, _ = tiny_pair()
+    decay, no_decay = parameter_groups(student, 0.01)
+    names = {id(p): n for n, p in student.named_parameters()}
+    assert all("bias" in names[id(p)] or "norm" in names[id(p)].lower() for p in no_decay["params"])
+    assert not any("norm" in names[id(p)].lower() for p in decay["params"])
+    assert all(p.dim() == 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_schedule_is_linear_warmup_then_linear_decay_to_zero():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = linear_warmup_decay(total_steps=20, warmup_proportion=0.1)(optimizer)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [s / 2 if s < 2 else (20 - s) / 18 for s in range(20)]  # ceil(0.1 * 20) = 2 warm-up steps
+    assert lrs == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "ds, key",
+    [
+        ({"zero_optimization": {"stage": 2}, "compression_training": {}}, "deepspeed_config.compression_training"),
+        ({"zero_optimization": {"stage": 2}, "amp": {"enabled": True}}, "deepspeed_config.amp"),
+        ({"zero_optimization": {"stage": 2}, "train_batch_size": 64}, "deepspeed_config.train_batch_size"),
+        ({"zero_optimization": {"stage": 2}, "optimizer": {"type": "OneBitAdam"}}, "deepspeed_config.optimizer.type"),
+        ({"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": 1}}},
+         "deepspeed_config.optimizer.params.lr"),
+        ({"zero_optimization": {"stage": 0}}, "deepspeed_config.zero_optimization.stage"),
+    ],
+)
+def test_deepspeed_json_rejections_name_the_key(ds, key):
+    with pytest.raises(ConfigError) as err:
+        check_ds_json(ds)
+    assert err.value.key == key and "allowed" in str(err.value)
+
+
+def test_batch_plan_and_written_config_agree():
+    plan = plan_batches(micro_batch_size=16, gradient_accumulation_steps=None, effective_batch_size=4096, world_size=2)
+    assert plan.gradient_accumulation_steps == 128 and plan.train_batch_size == 4096
+    ds = build_ds_config({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}}, plan,
+                         {"lr": 5e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.0, "max_grad_norm": 5.0})
+    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 2
+    assert ds["optimizer"]["params"] == {"lr": 5e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.0}
+    assert ds["gradient_clipping"] == 5.0 and "scheduler" not in ds
+    with pytest.raises(ConfigError, match="batch.gradient_accumulation_steps"):
+        plan_batches(16, 3, 4096, 2)
