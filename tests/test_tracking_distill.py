@@ -20,7 +20,9 @@ from kd_plugin.tracking import embedded_db
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos")
-ALL_SERIES = (*LOSS_TERMS, "lr", "grad_norm", "tokens_per_second")
+STEP_SERIES = (*LOSS_TERMS, "lr", "grad_norm", "tokens_per_second")
+EVAL_SERIES = ("held_out_mlm_accuracy_teacher", "held_out_mlm_accuracy_student")  # once, at the last step
+ALL_SERIES = (*STEP_SERIES, *EVAL_SERIES)
 RUN_TIMEOUT_S = 600  # generous: the machine may be shared with other heavy jobs
 
 
@@ -57,10 +59,13 @@ def assert_complete_run(db, run: dict, logged_steps: list[int]) -> None:
     assert run["result"]["steps"] == logged_steps[-1] and run["result"]["finished"] is True
     assert {"deepspeed_config", "engine", "student_summary", "student_dir", "output_dir"} <= set(run["info"])
     assert {m["name"] for m in run["info"]["metrics"]} == set(ALL_SERIES)
-    for name in ALL_SERIES:
+    for name in STEP_SERIES:
         series = db.metrics.find_one({"run_id": run["_id"], "name": name})
         assert series["steps"] == logged_steps, name  # every logged step, once, in order
         assert len(series["values"]) == len(series["timestamps"]) == len(logged_steps)
+    for name in EVAL_SERIES:
+        series = db.metrics.find_one({"run_id": run["_id"], "name": name})
+        assert series["steps"] == [logged_steps[-1]] and 0.0 <= series["values"][0] <= 1.0, name
     fs = gridfs.GridFS(db)
     names = {a["name"] for a in run["artifacts"]}
     assert "student/config.json" in names

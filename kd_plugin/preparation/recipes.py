@@ -51,10 +51,11 @@ BASE_RECIPE: dict[str, Any] = {
               "max_grad_norm": 1.0},
 }
 
-# Per base teacher. bert-tiny, measured here (held-out masked-token accuracy, shipped 6.3 %): 600 full-model steps
-# reach 37.0 % at lr 1e-3 and 35.4 % at lr 3e-4; a step (32 x <=128 tokens) costs ~0.44 s of CPU, so the default
-# preparation takes ~2.5-5 min on 2 cores. minilm-l6 follows FIELD_NOTES §4 (head 600 steps, then full 300 steps):
-# ~1.6 s CPU per head-only step and ~2.6 s per full step here, i.e. roughly half an hour.
+# Per base teacher. bert-tiny, measured here (held-out masked-token accuracy, shipped 5.4 %): 600 full-model steps
+# reach 37.0 % at lr 1e-3 and 35.4 % at lr 3e-4. A step (32 x <=128 tokens) takes ~0.23 s on 2 idle cores
+# (~0.44 s of CPU on one), so the default preparation takes ~2.5-3 min on an idle machine; more when the cores are
+# shared. minilm-l6 follows FIELD_NOTES §4 (head 600 steps, then full 300 steps): ~1.6 s of CPU per head-only step
+# and ~2.6 s per full step, i.e. roughly half an hour.
 TEACHER_RECIPES: dict[str, dict[str, Any]] = {
     "bert-tiny": {"train_head_only_steps": 0, "steps": 600, "lr": 1e-3},
     "minilm-l6": {"train_head_only_steps": 600, "head_lr": 1e-3, "steps": 300, "lr": 2e-4},

@@ -331,7 +331,7 @@ class DistillationTrainer:
         self._barrier()
         return target
 
-    def evaluate_held_out(self) -> dict[str, dict[str, float]]:
+    def evaluate_held_out(self, step: int) -> dict[str, dict[str, float]]:
         """Masked-token accuracy of teacher and exported student on held-out documents (same fixed masks)."""
         from kd_plugin.evaluation.masked_lm import masked_lm_accuracy
 
@@ -343,7 +343,7 @@ class DistillationTrainer:
             scores[name] = masked_lm_accuracy(model.float().cpu(), self.corpus.held_out, self.tokenizer,
                                               max_sequences=n, seed=self.cfg["seed"])
             if self.log_scalar is not None:
-                self.log_scalar(f"held_out_mlm_accuracy_{name}", scores[name]["accuracy"], self.total_steps)
+                self.log_scalar(f"held_out_mlm_accuracy_{name}", scores[name]["accuracy"], step)
         logger.info("held-out masked-token accuracy: teacher %.3f, student %.3f",
                     scores["teacher"]["accuracy"], scores["student"]["accuracy"])
         return scores
@@ -363,7 +363,7 @@ class DistillationTrainer:
         self.info["student_summary"] = self.student_summary.to_dict()
         state = self.train()
         student_dir = self.export_student(state)
-        held_out = self.evaluate_held_out()
+        held_out = self.evaluate_held_out(state.step)
         result = {
             "steps": state.step,
             "tokens_seen": state.tokens_seen,
