@@ -157,3 +157,15 @@ def test_sampler_and_collate_drive_a_dataloader():
     assert len(batches) == len(sampler) == 25
     assert sum(int(b["attention_mask"].sum()) for b in batches) == sum(lengths)
     assert all(b["input_ids"].shape == b["attention_mask"].shape for b in batches)
+
+
+@pytest.mark.parametrize("n, num_replicas", [(17 * 4, 2), (17 * 4 + 3, 2), (97, 3)])
+def test_ranks_interleaved_reproduce_the_one_rank_order_except_the_tail(n, num_replicas):
+    lengths = np.random.default_rng(1).integers(5, 60, size=n)
+    one = [list(b) for b in LengthGroupedBatchSampler(lengths, 4, seed=3)]
+    ranks = [[list(b) for b in LengthGroupedBatchSampler(lengths, 4, seed=3, num_replicas=num_replicas, rank=r)]
+             for r in range(num_replicas)]
+    interleaved = [batch for step in zip(*ranks, strict=True) for batch in step]
+    tail = num_replicas  # at most the last few batches are split to give every rank the same count
+    assert interleaved[: len(one) - tail] == one[: len(one) - tail]
+    assert sorted(i for b in interleaved for i in b) == list(range(n))

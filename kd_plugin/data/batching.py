@@ -114,15 +114,18 @@ class LengthGroupedBatchSampler:
             )
         if self.drop_last and len(batches[-1]) < self.micro_batch_size:
             batches.pop()
+        # Shuffle first, then fit the count to the ranks at the TAIL only: interleaving the ranks' batches gives
+        # the one-rank order except for the last few batches, so 2 ranks x accumulation A see the same
+        # batches per optimizer step as 1 rank x 2A.
+        batches = [batches[i] for i in rng.permutation(len(batches))]
         target = self._per_rank * self.num_replicas
         if self.drop_last:
-            keep = np.sort(rng.permutation(len(batches))[:target])
-            batches = [batches[i] for i in keep]
-        while len(batches) < target:  # halve the largest micro-batch until ranks get equal counts
-            i = max(range(len(batches)), key=lambda j: len(batches[j]))
+            batches = batches[:target]
+        while len(batches) < target:  # split the last splittable micro-batch until ranks get equal counts
+            i = max(j for j in range(len(batches)) if len(batches[j]) > 1)
             half = (len(batches[i]) + 1) // 2
             batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
-        return [batches[i] for i in rng.permutation(len(batches))]
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.batches_consumed >= self._per_rank:  # the saved epoch was finished
