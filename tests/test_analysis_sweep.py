@@ -22,7 +22,7 @@ STAND_IN = textwrap.dedent("""
     args = sys.argv[1:]
     seed = next(a for a in args if a.startswith("seed="))
     out = Path(os.environ["STAND_IN_DIR"])
-    n = len(list(out.glob("call-*.json"))) + 1
+    n = os.getpid()  # unique even when two stand-ins start at once (--parallel)
     keep = ("KD_MONGO_URL", "KD_MONGO_DB", "RANK", "MASTER_PORT")
     (out / f"call-{n}.json").write_text(json.dumps({"args": args, "env": {k: os.environ.get(k) for k in keep}}))
     print(f'INFO - distill - Started run with ID "{n}"')

@@ -91,3 +91,18 @@ def test_bad_config_fails_before_compute_naming_the_key(tmp_path, update, key, d
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"configuration error: {key}:" in proc.stderr and "allowed" in proc.stderr
     assert not out.exists()  # nothing ran
+
+
+def test_every_shipped_deepspeed_config_trains_the_same_student(tmp_path, db):
+    """ZeRO-1/2/3 and CPU offload are the same optimisation, partitioned differently: identical curves in fp32.
+    bf16 rounds activations, so its curve only stays close. Every run exports a loadable student."""
+    common = ["smoke", "progress_bar=False", "max_steps=3", "log_every=1", "eval_max_sequences=0"]
+    curves = {}
+    for name in ("zero2", "zero1", "zero3", "zero2_offload", "bf16"):
+        out = tmp_path / name
+        check(run_distill([*common, f"output_dir={out}", f"deepspeed_config=ds_configs/{name}.json"], run_env(*db)))
+        curves[name] = [m["loss"] for m in read_metrics(out)]
+        assert DistilBertForMaskedLM.from_pretrained(out / "student").dtype == torch.float32
+    for name in ("zero1", "zero3", "zero2_offload"):
+        assert curves[name] == pytest.approx(curves["zero2"], rel=1e-5), name
+    assert curves["bf16"] == pytest.approx(curves["zero2"], rel=2e-2)
