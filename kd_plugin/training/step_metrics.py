@@ -30,8 +30,12 @@ class AccumulationWindow:
     def reduce(self) -> tuple[dict[str, float], int]:
         """Mean of each term over micro-batches and ranks; total tokens over ranks."""
         names = sorted(self.sums)
-        values = torch.tensor([self.sums[n] for n in names] + [self.micro_batches, self.tokens], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        # NCCL reduces only CUDA tensors; gloo (CPU) only CPU ones.
+        device = "cuda" if distributed and dist.get_backend() == "nccl" else "cpu"
+        values = torch.tensor([self.sums[n] for n in names] + [self.micro_batches, self.tokens],
+                              dtype=torch.float64, device=device)
+        if distributed:
             dist.all_reduce(values)
         *sums, micro_batches, tokens = values.tolist()
         means = {n: s / micro_batches for n, s in zip(names, sums, strict=True)}
