@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.training.run_config import check_adamw_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
@@ -198,16 +199,7 @@ def validate_preparation_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("steps", "train_head_only_steps + steps is 0: nothing would be trained", "a total >= 1")
     _float(recipe["head_lr"], "head_lr", 0.0, 1.0, low_open=True)
     _float(recipe["lr"], "lr", 0.0, 1.0, low_open=True)
-    optim = recipe["optim"]
-    betas = optim["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
-        raise ConfigError("optim.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
-    for i, beta in enumerate(betas):
-        _float(beta, f"optim.betas[{i}]", 0.0, 1.0, high_open=True)
-    _float(optim["eps"], "optim.eps", 0.0, 1.0, low_open=True)
-    _float(optim["weight_decay"], "optim.weight_decay", 0.0, 1.0)
-    _float(optim["warmup_proportion"], "optim.warmup_proportion", 0.0, 1.0, high_open=True)
-    _float(optim["max_grad_norm"], "optim.max_grad_norm", 0.0, math.inf, low_open=True, high_open=True)
+    check_adamw_settings(recipe["optim"], clipping_may_be_zero=False)  # preparation always clips
 
     evaluation = config.get("evaluation", {})
     _int(evaluation.get("max_sequences"), "evaluation.max_sequences", 1, allow_none=True)

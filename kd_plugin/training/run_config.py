@@ -73,6 +73,20 @@ def validate_mixture(cfg: Mapping[str, Any], validate: Callable[[MixtureDeclarat
         raise ConfigError(user_key(err.key), err.problem, err.allowed) from None
 
 
+def check_adamw_settings(optim: Mapping[str, Any], clipping_may_be_zero: bool) -> None:
+    """The ``optim.*`` block shared by distillation and teacher preparation (AdamW + linear schedule)."""
+    betas = optim["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+        raise ConfigError("optim.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
+    for i, beta in enumerate(betas):
+        _in_range(beta, f"optim.betas[{i}]", 0.0, 1.0, high_open=True)
+    _in_range(optim["eps"], "optim.eps", 0.0, 1.0, low_open=True)
+    _in_range(optim["weight_decay"], "optim.weight_decay", 0.0, 1.0)
+    _in_range(optim["warmup_proportion"], "optim.warmup_proportion", 0.0, 1.0, high_open=True)
+    _in_range(optim["max_grad_norm"], "optim.max_grad_norm", 0.0, math.inf,
+              low_open=not clipping_may_be_zero, high_open=True)
+
+
 def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None:
     validate_mixture(cfg, MixtureDeclaration.validate)
     unknown = sorted(set(cfg["masking"]) - {f.name for f in fields(MaskingConfig)})
@@ -90,17 +104,8 @@ def validate_distill_config(cfg: Mapping[str, Any], world_size: int = 1) -> None
     batch = cfg["batch"]
     plan_batches(batch["micro_batch_size"], batch["gradient_accumulation_steps"], batch["effective_batch_size"], world_size)
 
-    optim = cfg["optim"]
-    _in_range(optim["lr"], "optim.lr", 0.0, 1.0, low_open=True)
-    betas = optim["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
-        raise ConfigError("optim.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
-    for i, beta in enumerate(betas):
-        _in_range(beta, f"optim.betas[{i}]", 0.0, 1.0, high_open=True)
-    _in_range(optim["eps"], "optim.eps", 0.0, 1.0, low_open=True)
-    _in_range(optim["weight_decay"], "optim.weight_decay", 0.0, 1.0)
-    _in_range(optim["warmup_proportion"], "optim.warmup_proportion", 0.0, 1.0, high_open=True)
-    _in_range(optim["max_grad_norm"], "optim.max_grad_norm", 0.0, math.inf, high_open=True)
+    _in_range(cfg["optim"]["lr"], "optim.lr", 0.0, 1.0, low_open=True)
+    check_adamw_settings(cfg["optim"], clipping_may_be_zero=True)
 
     if (cfg["max_steps"] is None) == (cfg["epochs"] is None):
         raise ConfigError("max_steps", "set exactly one of max_steps and epochs (the other null)",
