@@ -148,7 +148,7 @@ def main() -> None:
     teacher, tokenizer = load_teacher(source)
     student, summary = build_student(teacher, "alternate")
     corpus = build_tokenized_corpus(load_corpus("wiki_leads"), tokenizer, args.max_seq_length,
-                                    PROJECT / ".cache" / "datasets", 0.02, 42)
+                                    PROJECT / ".cache" / "datasets", 0.02)
     masker = DynamicMasker(MaskingConfig(), len(tokenizer), tokenizer.mask_token_id, tokenizer.pad_token_id,
                            tokenizer.all_special_ids, corpus.token_counts)
 

@@ -5,6 +5,8 @@ variant and seed, then read the table with ``analysis/ablation.ipynb``.
     python experiments/sweep.py --seeds 1 2 3 smoke max_steps=50       # extra `with` updates for every run
     python experiments/sweep.py --seeds 1 2 --variants full no_ce --parallel 2 --dry-run
     python experiments/sweep.py --seeds 1 -- -l WARNING                # after `--`: Sacred options for distill.py
+    python experiments/sweep.py --seeds 1 2 3 --finetune               # each run then fine-tuned downstream
+    python experiments/sweep.py --seeds 1 --finetune --finetune-update threads=1   # `with` updates for finetune.py
 
 Variants (``analysis/variants.py``, shared with the analysis): ``full`` (alpha_ce=5, alpha_mlm=2, alpha_cos=1),
 ``no_ce``, ``no_cos``, ``no_mlm`` (that weight set to 0) and ``random_init`` (``student.layers=random_init``).
@@ -23,6 +25,10 @@ tracking route (resilient observer); a password in the URL is never printed.
 Each run's console output goes to ``<log dir>/<variant>-seed<seed>.log``; with ``--output-root DIR`` each run
 writes to ``DIR/<variant>-seed<seed>/`` (its ``output_dir``) and the logs to ``DIR/logs/``, else the runs use
 distill.py's own output directories and the logs go to ``outputs/sweeps/<sweep id>/``.
+With ``--finetune`` every distillation that succeeds is followed by ``experiments/finetune.py with
+distill_run_id=<its run id> seed=<the same seed>`` (the downstream evaluation of its student, saved in the same
+database and linked to the run, so ``load_runs`` and the ablation table show the downstream macro beside it); its
+log is ``<variant>-seed<seed>-finetune.log``.
 The exit status is 0 only if every run succeeded. Ctrl-C or SIGTERM stops the running runs (each gets one
 SIGINT, so Sacred records it as INTERRUPTED), starts no more, and exits with 130.
 """
@@ -50,9 +56,11 @@ from analysis.run_tags import check_tag_value, format_tags  # noqa: E402
 from analysis.variants import RANDOM_INIT, VARIANT_KEYS, VARIANTS  # noqa: E402
 
 DISTILL = PROJECT / "experiments" / "distill.py"
+FINETUNE = PROJECT / "experiments" / "finetune.py"
 # Set per run by the sweep or by distill.py itself; never inherited from the sweep's environment.
 _LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _RUN_ID = re.compile(r'Started run with ID "(\d+)"')
+_FINETUNE_OWNED = ("distill_run_id", "model", "seed")
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Job:
     seconds: float = 0.0
     run_id: int | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    finetune_cmd: list[str] | None = None  # without distill_run_id=..., added once the run id is known
+    finetune_returncode: int | None = None
+    finetune_run_id: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -116,7 +127,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "<root>/<variant>-seed<seed>, logs go to <root>/logs (default: distill.py's own output_dir)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="default <output root>/logs, else outputs/sweeps/<sweep id>")
+    parser.add_argument("--finetune", action="store_true",
+                        help="after each successful run, fine-tune its student downstream (experiments/finetune.py "
+                        "with distill_run_id=<run id> seed=<seed>), linked to the run")
+    parser.add_argument("--finetune-update", action="append", default=[], metavar="KEY=VALUE",
+                        help="a finetune.py `with` update for every fine-tuning (repeatable), e.g. threads=1")
     parser.add_argument("--script", type=Path, default=DISTILL, help=argparse.SUPPRESS)  # tests: a stand-in
+    parser.add_argument("--finetune-script", type=Path, default=FINETUNE, help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     args.sacred_args = sacred_args
@@ -132,6 +149,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         check_tag_value(args.name)
         check_updates(args.updates)
         check_sacred_args(args.sacred_args)
+        check_finetune_updates(args.finetune_update)
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -152,6 +170,13 @@ def check_updates(updates: list[str]) -> None:
             raise ValueError(f"{update!r}: set single keys (student.n_layers=...), not the whole student block")
         if key == "student.layers" and value.strip().strip("'\"") == RANDOM_INIT:
             raise ValueError(f"{update!r}: random initialisation is the variant `--variants random_init`")
+
+
+def check_finetune_updates(updates: list[str]) -> None:
+    for update in updates:
+        key = update.partition("=")[0].strip()
+        if key in _FINETUNE_OWNED:
+            raise ValueError(f"--finetune-update {update!r}: {key} is set by the sweep for each run")
 
 
 def check_sacred_args(sacred_args: list[str]) -> None:
@@ -205,7 +230,11 @@ def build_jobs(args: argparse.Namespace, log_dir: Path) -> list[Job]:
             if args.output_root is not None:
                 updates.append(f"output_dir={_sacred_value(str(args.output_root.resolve() / f'{variant}-seed{seed}'))}")
             cmd = [sys.executable, str(args.script), *args.sacred_args, "-c", comment, "with", *updates]
-            jobs.append(Job(variant, seed, cmd, log_dir / f"{variant}-seed{seed}.log"))
+            finetune = None
+            if args.finetune:
+                finetune = [sys.executable, str(args.finetune_script), "-c", comment, "with",
+                            *args.finetune_update, f"seed={seed}"]
+            jobs.append(Job(variant, seed, cmd, log_dir / f"{variant}-seed{seed}.log", finetune_cmd=finetune))
     return jobs
 
 
@@ -221,37 +250,58 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def run_job(job: Job, env: dict[str, str], stopping: threading.Event) -> Job:
-    if stopping.is_set():
-        return job
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    say(f"[sweep] start {job.variant} seed={job.seed} -> {job.log}")
-    t0 = time.monotonic()
-    with open(job.log, "wb") as log:
+def _run_logged(cmd: list[str], log_path: Path, env: dict[str, str], job: Job, stopping: threading.Event
+                ) -> tuple[int, int | None]:
+    """Run one command with its output in ``log_path``; (exit status, the Sacred run id it printed)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
         # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
-        job.proc = subprocess.Popen(job.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=str(PROJECT), start_new_session=True)
         if stopping.is_set():  # interrupted while this run was being started
             job.proc.send_signal(signal.SIGINT)
-        job.returncode = job.proc.wait()
-    job.seconds = time.monotonic() - t0
-    text = job.log.read_text(errors="replace")
+        returncode = job.proc.wait()
+    text = log_path.read_text(errors="replace")
     found = _RUN_ID.search(text)
-    job.run_id = int(found.group(1)) if found else None
-    status = "ok" if job.returncode == 0 else f"FAILED (exit {job.returncode})"
-    say(f"[sweep] {status}: {job.variant} seed={job.seed} run_id={job.run_id} in {job.seconds:.0f} s")
-    if job.returncode != 0:
+    if returncode != 0:
         tail = "\n".join("    " + line for line in text.splitlines()[-15:])
-        say(f"[sweep] last lines of {job.log}:\n{tail}")
+        say(f"[sweep] last lines of {log_path}:\n{tail}")
+    return returncode, int(found.group(1)) if found else None
+
+
+def run_job(job: Job, env: dict[str, str], stopping: threading.Event) -> Job:
+    if stopping.is_set():
+        return job
+    say(f"[sweep] start {job.variant} seed={job.seed} -> {job.log}")
+    t0 = time.monotonic()
+    job.returncode, job.run_id = _run_logged(job.cmd, job.log, env, job, stopping)
+    status = "ok" if job.returncode == 0 else f"FAILED (exit {job.returncode})"
+    say(f"[sweep] {status}: {job.variant} seed={job.seed} run_id={job.run_id} in {time.monotonic() - t0:.0f} s")
+    if job.finetune_cmd is not None and job.returncode == 0 and job.run_id is not None and not stopping.is_set():
+        cmd = [*job.finetune_cmd, f"distill_run_id={job.run_id}"]
+        log = job.log.with_name(job.log.stem + "-finetune.log")
+        say(f"[sweep] fine-tune {job.variant} seed={job.seed}: {shell_line(cmd)} -> {log}")
+        job.finetune_returncode, job.finetune_run_id = _run_logged(cmd, log, env, job, stopping)
+        status = "ok" if job.finetune_returncode == 0 else f"FAILED (exit {job.finetune_returncode})"
+        say(f"[sweep] fine-tune {status}: {job.variant} seed={job.seed} run_id={job.finetune_run_id}")
+    job.seconds = time.monotonic() - t0
     return job
 
 
 def summary(jobs: list[Job], sweep: str) -> str:
-    lines = [f"[sweep] {sweep}: {'variant':<12} {'seed':>5} {'status':<10} {'run_id':>7} {'seconds':>8}"]
+    def status_of(code: int | None) -> str:
+        return "not run" if code is None else ("ok" if code == 0 else f"exit {code}")
+
+    finetuned = any(job.finetune_cmd is not None for job in jobs)
+    head = f"[sweep] {sweep}: {'variant':<12} {'seed':>5} {'status':<10} {'run_id':>7} {'seconds':>8}"
+    lines = [head + (f" {'finetune':<10} {'ft_run':>7}" if finetuned else "")]
     for job in jobs:
-        status = "not run" if job.returncode is None else ("ok" if job.returncode == 0 else f"exit {job.returncode}")
-        lines.append(f"[sweep] {'':{len(sweep)}}  {job.variant:<12} {job.seed:>5} {status:<10} "
-                     f"{job.run_id if job.run_id is not None else '-':>7} {job.seconds:>8.0f}")
+        line = (f"[sweep] {'':{len(sweep)}}  {job.variant:<12} {job.seed:>5} {status_of(job.returncode):<10} "
+                f"{job.run_id if job.run_id is not None else '-':>7} {job.seconds:>8.0f}")
+        if finetuned:
+            ft_id = job.finetune_run_id if job.finetune_run_id is not None else "-"
+            line += f" {status_of(job.finetune_returncode):<10} {ft_id:>7}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -304,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
 
     say(summary(jobs, args.name))
     failed = [job for job in jobs if job.returncode != 0]
-    if failed:
-        say(f"[sweep] {len(failed)} of {len(jobs)} runs failed")
+    failed_finetunes = [job for job in jobs if job.finetune_cmd is not None and job.finetune_returncode != 0]
+    if failed or failed_finetunes:
+        say(f"[sweep] {len(failed)} of {len(jobs)} runs failed"
+            + (f", {len(failed_finetunes)} fine-tunings failed or did not run" if failed_finetunes else ""))
         return 1
     settings = [f"KD_SWEEP={args.name}", *shown_env]
     say(f"[sweep] all {len(jobs)} runs completed. The table: `{' '.join(settings)} jupyter execute "

@@ -108,3 +108,33 @@ def test_a_url_with_credentials_reaches_the_runs_and_is_never_printed(tmp_path):
     (call,) = [json.loads(p.read_text()) for p in tmp_path.glob("call-*.json")]
     assert "s3cret" not in " ".join(call["args"])
     assert call["env"]["KD_MONGO_URL"] == url and call["env"]["KD_MONGO_DB"] == "abl"
+
+
+def test_finetune_follows_each_successful_run_linked_by_its_run_id(tmp_path):
+    script, finetune = tmp_path / "stand_in.py", tmp_path / "finetune_stand_in.py"
+    script.write_text(STAND_IN)
+    finetune.write_text(STAND_IN.replace('call-{n}', 'ft-{n}').replace('seed = next(a for a in args if a.startswith("seed="))', ''))
+    env = dict(os.environ, STAND_IN_DIR=str(tmp_path), KD_MONGO_URL="mongodb://127.0.0.1:27999", KD_MONGO_DB="x")
+    proc = sweep("--seeds", "1", "2", "--variants", "full", "no_ce", "--script", str(script), "--finetune",
+                 "--finetune-script", str(finetune), "--finetune-update", "threads=1",
+                 "--log-dir", str(tmp_path / "logs"), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the no_ce stand-in fails: nothing to fine-tune
+    distilled = {}
+    for p in tmp_path.glob("call-*.json"):
+        call = json.loads(p.read_text())
+        distilled[p.stem.split("-")[1]] = call["args"]
+    finetuned = [json.loads(p.read_text())["args"] for p in tmp_path.glob("ft-*.json")]
+    ok_runs = {pid for pid, args in distilled.items() if "alpha_ce=0.0" not in args}
+    assert len(finetuned) == len(ok_runs) == 2
+    for args in finetuned:
+        run_id = next(a for a in args if a.startswith("distill_run_id=")).split("=")[1]
+        assert run_id in ok_runs
+        seed = next(a for a in distilled[run_id] if a.startswith("seed="))
+        assert seed in args and "threads=1" in args
+        assert args[0] == "-c" and args[1].endswith(" variant=full")  # the run's own sweep tags
+    assert "1 fine-tunings failed" not in proc.stdout and "2 fine-tunings failed or did not run" in proc.stdout
+
+
+def test_finetune_updates_may_not_override_the_link():
+    proc = sweep("--seeds", "1", "--finetune", "--finetune-update", "distill_run_id=3", "--dry-run")
+    assert proc.returncode == 2 and "set by the sweep" in proc.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import inspect
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -91,16 +93,35 @@ def test_empty_documents_are_skipped_and_counted(bert_tokenizer, corpus, tmp_pat
     assert seen == {f"doc-{i}" for i in range(60)} - {"doc-5", "doc-17", "doc-30"}
 
 
-def test_held_out_documents_are_disjoint_from_train_and_seeded(bert_tokenizer, corpus, tmp_path):
-    tc = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "a", held_out_fraction=0.2, seed=3)
+def test_held_out_documents_are_disjoint_from_train_and_follow_the_document_hash(bert_tokenizer, corpus, tmp_path):
+    tc = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "a", held_out_fraction=0.2)
     train_docs, held_docs = set(tc.train["doc_id"]), set(tc.held_out["doc_id"])
     assert train_docs.isdisjoint(held_docs)
-    assert len(held_docs) == tc.stats["held_out_docs"] == round(57 * 0.2)
-    again = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "b", held_out_fraction=0.2, seed=3)
-    assert set(again.held_out["doc_id"]) == held_docs
-    other = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "a", held_out_fraction=0.2, seed=4)
-    assert set(other.held_out["doc_id"]) != held_docs
-    assert other.cache_path != tc.cache_path
+    assert len(held_docs) == tc.stats["held_out_docs"]
+    # an independent computation of the rule: held out iff sha256(text)[:8] / 2**64 < fraction
+    texts = {d: t.strip() for d, t in zip(corpus["doc_id"], corpus["text"], strict=True) if t.strip()}
+    expected = {d for d, t in texts.items()
+                if int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big") / 2.0**64 < 0.2}
+    assert held_docs == expected
+    # about the declared share (binomial, 57 documents: 5 standard errors)
+    assert abs(len(held_docs) - 57 * 0.2) <= 5 * (57 * 0.2 * 0.8) ** 0.5
+
+
+def test_held_out_split_does_not_move_with_the_seed_or_the_corpus_order(bert_tokenizer, corpus, tmp_path):
+    """Distillation runs with any seed, and the teacher's preparation, hold out the same documents."""
+    tc = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "a", held_out_fraction=0.2)
+    shuffled = corpus.shuffle(seed=7)
+    again = build_tokenized_corpus(shuffled, bert_tokenizer, 32, tmp_path / "b", held_out_fraction=0.2)
+    assert set(again.held_out["doc_id"]) == set(tc.held_out["doc_id"])
+    smaller = build_tokenized_corpus(corpus, bert_tokenizer, 32, tmp_path / "c", held_out_fraction=0.1)
+    assert set(smaller.held_out["doc_id"]) <= set(tc.held_out["doc_id"])
+    assert "seed" not in inspect.signature(build_tokenized_corpus).parameters
+
+
+def test_tiny_corpora_keep_one_document_on_each_side(bert_tokenizer, tmp_path):
+    ds = Dataset.from_dict({"text": ["alpha beta", "gamma delta"], "doc_id": ["a", "b"]})
+    tc = build_tokenized_corpus(ds, bert_tokenizer, 16, tmp_path, held_out_fraction=1e-9)
+    assert tc.stats["held_out_docs"] == 1 and tc.stats["train_docs"] == 1
 
 
 def test_token_counts_equal_a_direct_bincount_of_train(bert_tokenizer, corpus, tmp_path):

@@ -3,7 +3,9 @@
 Pipeline (all through ``datasets.map`` into Arrow files, so memory does not grow with the corpus):
 
 1. clean (:func:`kd_plugin.data.cleaning.clean_corpus`): normalise, drop empty documents, count;
-2. split documents into train / held-out, seeded, BEFORE chunking: no document contributes to both;
+2. split documents into train / held-out BEFORE chunking, by a stable hash of each document's text (not by the
+   run's seed): no document contributes to both, identical documents land on the same side, and every run with
+   the same ``held_out_fraction`` (teacher preparation and distillation, any seed) holds out the same documents;
 3. tokenize with the fast tokenizer, batched, without special tokens; cut every document into consecutive chunks
    of at most ``max_seq_length - 2`` tokens (long documents are split, never dropped or truncated) and wrap each
    chunk as ``[CLS] chunk [SEP]`` (``bos``/``eos`` for tokenizers without cls/sep, e.g. RoBERTa-style);
@@ -13,7 +15,7 @@ Cache layout, one directory per set of arguments that change the result::
 
     <cache_dir>/tokenized-<key>/          key = sha256 of (corpus fingerprint, tokenizer class + name_or_path +
         train/                                 vocab size + content hash, max_seq_length, held_out_fraction,
-        held_out/                              seed, format version), first 16 hex digits
+        held_out/                              format version), first 16 hex digits
         token_counts.npy                  int64 (vocab_size,)
         meta.json                         the key fields and the stats; written last, marks the cache complete
 
@@ -43,7 +45,7 @@ from kd_plugin.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: held-out split by document hash, independent of the seed
 SPLITS = ("train", "held_out")
 _META = "meta.json"
 _COUNTS = "token_counts.npy"
@@ -130,15 +132,25 @@ def _tokenize_and_chunk(
     return out
 
 
-def _split_documents(n_docs: int, held_out_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, held-out) document indices, each sorted; at least one held-out doc when fraction > 0."""
-    n_held = int(round(n_docs * held_out_fraction))
-    if held_out_fraction > 0 and n_docs >= 2:
-        n_held = min(max(n_held, 1), n_docs - 1)
-    elif n_docs < 2:
-        n_held = 0
-    permutation = np.random.default_rng(seed).permutation(n_docs)  # (n_docs,)
-    return np.sort(permutation[n_held:]), np.sort(permutation[:n_held])
+def document_hash_fraction(text: str) -> float:
+    """A stable number in [0, 1) for a document: the first 8 bytes of the SHA-256 of its UTF-8 text / 2**64."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def _split_documents(texts: list[str], held_out_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) document indices, each sorted: held out iff the document's hash fraction is below
+    ``held_out_fraction``. The split depends on each document's text only (never on the seed or the corpus
+    order), so a smaller fraction's held-out set is contained in a larger one's. Tiny corpora: when the rule
+    gives no held-out (or no train) document while fraction > 0, the document with the smallest (largest) hash
+    moves over, so both splits are non-empty whenever there are two documents."""
+    fractions = np.array([document_hash_fraction(t) for t in texts], dtype=np.float64)  # (n_docs,)
+    held = fractions < held_out_fraction  # (n_docs,)
+    if held_out_fraction > 0 and len(texts) >= 2:
+        if not held.any():
+            held[int(np.argmin(fractions))] = True
+        if held.all():
+            held[int(np.argmax(fractions))] = False
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 def _count_tokens(dataset: Dataset, vocab_size: int) -> np.ndarray:
@@ -198,13 +210,11 @@ def build_tokenized_corpus(
     max_seq_length: int,
     cache_dir: str | os.PathLike,
     held_out_fraction: float = 0.01,
-    seed: int = 0,
     num_proc: int = 1,
 ) -> TokenizedCorpus:
     """Tokenize ``dataset`` (column ``text``, optional ``doc_id``) into cached train / held-out sequences.
 
-    A second call with the same corpus, tokenizer, ``max_seq_length``, ``held_out_fraction`` and ``seed``
-    reopens the cache without tokenizing (``from_cache=True``). ``num_proc`` parallelises the maps and is not
+    A second call with the same corpus, tokenizer, ``max_seq_length`` and ``held_out_fraction`` reopens the cache without tokenizing (``from_cache=True``). ``num_proc`` parallelises the maps and is not
     part of the key (the result does not depend on it).
     """
     _validate(max_seq_length, held_out_fraction, num_proc)
@@ -215,7 +225,6 @@ def build_tokenized_corpus(
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_seq_length": max_seq_length,
         "held_out_fraction": held_out_fraction,
-        "seed": seed,
     }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     cache_root = Path(cache_dir)
@@ -240,7 +249,7 @@ def build_tokenized_corpus(
             raise ConfigError(
                 "data.corpus", f"no non-empty document among {cleaning.n_docs_in}", "a corpus with text"
             )
-        doc_indices = dict(zip(SPLITS, _split_documents(len(clean), held_out_fraction, seed), strict=True))
+        doc_indices = dict(zip(SPLITS, _split_documents(clean["text"], held_out_fraction), strict=True))
 
         stats: dict[str, int] = {
             "docs_in": cleaning.n_docs_in,

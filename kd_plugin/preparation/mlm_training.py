@@ -209,7 +209,7 @@ def prepare_teacher(config: dict[str, Any], log_scalar: LogScalar | None = None,
     if data["max_documents"]:
         corpus = corpus.select(range(min(data["max_documents"], len(corpus))))
     tokenized = build_tokenized_corpus(corpus, tokenizer, data["max_seq_length"], config["data"]["cache_dir"],
-                                       data["held_out_fraction"], recipe["seed"])
+                                       data["held_out_fraction"])
     if len(tokenized.held_out) == 0:
         raise RuntimeError("the held-out split is empty: raise data.held_out_fraction or data.max_documents")
     evaluation = config.get("evaluation", {})

@@ -29,14 +29,14 @@ from kd_plugin.training.run_config import check_adamw_settings
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
 RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
-FORMAT_VERSION = 1  # bump when the preparation code changes what a recipe produces
+FORMAT_VERSION = 2  # bump when the preparation code changes what a recipe produces (2: hashed held-out split)
 
 BASE_RECIPE: dict[str, Any] = {
-    "seed": 42,  # head initialisation, data order, masks; also the held-out split (distill uses its seed too)
+    "seed": 42,  # head initialisation, data order, masks (the held-out split hashes documents: seed-independent)
     "data": {
         "corpus": "wiki_leads",
         "max_seq_length": 128,
-        "held_out_fraction": 0.02,  # same split as the default distillation run: its held-out docs stay unseen
+        "held_out_fraction": 0.02,  # the distillation default: with the hashed split its held-out docs stay unseen
         "max_documents": None,
         "sample_by": "line",
     },

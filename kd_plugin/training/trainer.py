@@ -162,7 +162,7 @@ class DistillationTrainer:
         if data.get("max_documents"):
             corpus = corpus.select(range(min(data["max_documents"], len(corpus))))
         self.corpus = build_tokenized_corpus(
-            corpus, self.tokenizer, data["max_seq_length"], data["cache_dir"], data["held_out_fraction"], cfg["seed"]
+            corpus, self.tokenizer, data["max_seq_length"], data["cache_dir"], data["held_out_fraction"]
         )
         if self.launch.is_main:
             self._barrier()
