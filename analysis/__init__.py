@@ -3,13 +3,15 @@
     from analysis import load_runs, load_metrics, ablation_table, format_ablation, plot_loss_curves
     runs = load_runs(status="COMPLETED", T=2)                      # one row per run
     curves = load_metrics(runs, names="loss")                      # long form: run_id, name, step, value, ...
+    curves = load_metrics([12], names="loss", follow_resumes=True) # one curve through a chain of resumed runs
     table = ablation_table(runs, "variant", ["final.loss_mlm"], reference={"variant": "full"})
     plot_loss_curves(curves, by="variant", path="outputs/analysis/loss.png")
 
 ``experiments/sweep.py`` runs the paper's ablation variants; ``analysis/ablation.ipynb`` reads them end to end.
 
-Names are imported on first use (PEP 562), so ``import analysis.variants`` (the sweep command) does not pay
-for pandas and matplotlib.
+The paper's ablation variants (``VARIANTS``, ``variant_of``) are defined in :mod:`kd_plugin.ablation`, shared
+with the sweep command, and re-exported here. Names are imported on first use (PEP 562), so importing one module
+does not pay for pandas and matplotlib.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ _EXPORTS = {
     "one_of": "analysis.query",
     "config_columns": "analysis.runs",
     "load_runs": "analysis.runs",
-    "VARIANTS": "analysis.variants",
-    "variant_of": "analysis.variants",
+    "resume_chain": "analysis.resumes",
+    "VARIANTS": "kd_plugin.ablation",
+    "variant_of": "kd_plugin.ablation",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -38,8 +41,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from analysis.curves import load_metrics, varying_columns  # noqa: F401
     from analysis.plots import plot_loss_curves  # noqa: F401
     from analysis.query import one_of  # noqa: F401
+    from analysis.resumes import resume_chain  # noqa: F401
     from analysis.runs import config_columns, load_runs  # noqa: F401
-    from analysis.variants import VARIANTS, variant_of  # noqa: F401
+    from kd_plugin.ablation import VARIANTS, variant_of  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

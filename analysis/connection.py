@@ -1,13 +1,14 @@
-"""Which database the analysis reads: the same one the experiments write to.
+"""Which database the analysis reads: the one the experiments write to, by the same rule.
 
-Order, for the URL: the ``url`` argument, else ``$KD_MONGO_URL``, else the project's embedded SecantusDB server
-(started or reused by :func:`kd_plugin.tracking.embedded_db.ensure_embedded_server`). For the database name:
-the ``db`` argument, else ``$KD_MONGO_DB``, else ``kd_plugin``. A ready ``pymongo.database.Database`` can be
-passed as ``db`` instead (the URL is then ignored).
+The rule is :func:`kd_plugin.tracking.locations.resolve_database` (explicit argument > ``KD_MONGO_URL`` /
+``KD_MONGO_DB`` > the embedded SecantusDB server / ``kd_plugin``; the analysis has no run config). For the URL:
+the ``url`` argument, else ``$KD_MONGO_URL``, else the project's embedded SecantusDB server **if it is already
+running**. The analysis only reads: it never starts that server. With nothing configured and no server
+running, :class:`NoDatabase` says how to start it (``python -m kd_plugin.tracking.embedded_db start``) or how to
+point at another database. For the database name: the ``db`` argument, else ``$KD_MONGO_DB``, else
+``kd_plugin``. A ready ``pymongo.database.Database`` can be passed as ``db`` instead (the URL is then ignored).
 
-The environment variables and default name are the tracking package's (:mod:`kd_plugin.tracking.locations`),
-so the analysis reads where the experiments write. Credentials in a URL are never printed: messages show
-:func:`redact_url`.
+Credentials in a URL are never printed: messages show :func:`redact_url`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ import pymongo
 from pymongo.database import Database
 
 from kd_plugin.tracking.credentials import mask_url
-from kd_plugin.tracking.locations import DEFAULT_DB_NAME, env_db_name, env_mongo_url
+from kd_plugin.tracking.locations import DEFAULT_DB_NAME, no_database_message, resolve_database
 from kd_plugin.tracking.locations import ENV_MONGO_DB as ENV_DB
 from kd_plugin.tracking.locations import ENV_MONGO_URL as ENV_URL
+from kd_plugin.tracking.locations import resolve_db_name as _resolve_db_name
 
-__all__ = ["DEFAULT_DB_NAME", "ENV_DB", "ENV_URL", "open_database", "redact_url", "resolve_db_name", "resolve_url"]
+__all__ = [
+    "DEFAULT_DB_NAME", "ENV_DB", "ENV_URL", "NoDatabase", "open_database", "redact_url", "resolve_db_name",
+    "resolve_url",
+]
 
 _CLIENTS: dict[str, pymongo.MongoClient] = {}  # one client (connection pool) per URL for the whole session
+
+
+class NoDatabase(RuntimeError):
+    """Nothing configured and the embedded server is not running; the message says how to fix it."""
 
 
 def redact_url(url: str) -> str:
@@ -31,23 +40,20 @@ def redact_url(url: str) -> str:
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The MongoDB URL to read from (see the module docstring for the order)."""
-    if url:
-        return url
-    env = env_mongo_url()
-    if env:
-        return env
-    from kd_plugin.tracking.embedded_db import ensure_embedded_server  # lazy: only when nothing is configured
-
-    return ensure_embedded_server().url
+    """The MongoDB URL to read from (see the module docstring); raises :class:`NoDatabase` if there is none."""
+    destination = resolve_database(url, embedded="running")
+    if destination is None:
+        raise NoDatabase(no_database_message("no database to read runs from"))
+    return destination.url
 
 
 def resolve_db_name(db: str | None = None) -> str:
-    return db or env_db_name() or DEFAULT_DB_NAME
+    """The database name to read: ``db``, else ``$KD_MONGO_DB``, else ``kd_plugin``."""
+    return _resolve_db_name(db)
 
 
 def open_database(url: str | None = None, db: str | Database | None = None) -> Database:
-    """The Sacred database (collections ``runs``, ``metrics``, ``fs.*``)."""
+    """The Sacred database (collections ``runs``, ``metrics``, ``fs.*``); never starts a server."""
     if isinstance(db, Database):
         return db
     resolved = resolve_url(url)

@@ -3,6 +3,7 @@ runs apart, ready for ``groupby``/``seaborn``/:func:`analysis.plots.plot_loss_cu
 
     runs = load_runs(status="COMPLETED")
     curves = load_metrics(runs, names=["loss", "loss_mlm"])   # run_id, name, step, value, variant, seed, ...
+    curves = load_metrics([12], "loss", follow_resumes=True)  # run 12's curve through the runs it resumed
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pandas as pd
 from pymongo.database import Database
 
 from analysis.connection import open_database
-from analysis.metric_series import fetch_long
+from analysis.logged_metrics import fetch_long
+from analysis.resumes import chain_links, stitch
 from analysis.runs import config_columns, load_runs
 
 DEFAULT_COLUMNS = ("variant", "seed")
@@ -35,6 +37,7 @@ def load_metrics(
     *,
     url: str | None = None,
     db: str | Database | None = None,
+    follow_resumes: bool = False,
 ) -> pd.DataFrame:
     """Long-form metric points: ``run_id, name, step, value`` plus config columns.
 
@@ -42,6 +45,9 @@ def load_metrics(
     names: a metric name or several (None: all). The filter runs in the database.
     columns: runs-table columns to attach; default :func:`varying_columns` (variant, seed, and the config
     values that differ between the runs).
+    follow_resumes: each run's curve continues the runs it was resumed from (:mod:`analysis.resumes`): their
+    points up to each resume step, then its own, every step once, under the run's id; a ``logged_by`` column
+    says which run logged each point. (For chain ends only, pass ``runs[runs.resumed_by_run.isna()]``.)
     """
     database = open_database(url, db)
     if isinstance(runs, pd.DataFrame):
@@ -51,7 +57,12 @@ def load_metrics(
         table = load_runs(db=database, experiment=None, run_ids=ids, metrics=False, downstream=False)
     if isinstance(names, str):
         names = [names]
-    long = fetch_long(database, table.index, names)
+    if follow_resumes:
+        chains = {int(run_id): chain_links(database, int(run_id)) for run_id in table.index}
+        logged = {link.run_id for links in chains.values() for link in links}
+        long = stitch(fetch_long(database, sorted(logged), names), chains)
+    else:
+        long = fetch_long(database, table.index, names)
     attach = list(columns) if columns is not None else varying_columns(table)
     missing = [c for c in attach if c not in table.columns]
     if missing:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.run_tags import tag_pattern
+from kd_plugin.tracking.run_tags import tag_pattern
 
 
 class OneOf(tuple):

@@ -7,18 +7,26 @@
 
 Columns (index ``run_id``, the Sacred ``_id``):
 
-* ``experiment``, ``status``, ``variant`` (the paper ablation variant, :func:`analysis.variants.variant_of` from
-  the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`analysis.run_tags`),
+* ``experiment``, ``status``, ``variant`` (the paper ablation variant, :func:`kd_plugin.ablation.variant_of` from
+  the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
   ``host`` (hostname), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
   heartbeat of a run that has not stopped);
+* ``resumed_from_run`` (the run whose checkpoint this run started from) and ``resumed_by_run`` (the run that
+  resumed this one), NA where none; :func:`analysis.load_metrics` ``follow_resumes=True`` stitches the curves;
 * every config value under its dotted name: ``T``, ``alpha_ce``, ``student.layers``, ``student.n_layers``,
   ``optim.lr``, ... (lists become tuples so they can be grouped on; a config key that clashes with one of the
   names above is called ``config.<key>``);
 * ``result.<key>`` for the run's return value;
-* ``final.<metric>`` and ``best.<metric>`` per logged metric (:mod:`analysis.metric_series`);
+* ``final.<metric>`` and ``best.<metric>`` per logged metric (:mod:`analysis.logged_metrics`);
 * ``downstream.*`` from evaluation runs that point back to the run (:mod:`analysis.downstream`).
 
 Filters (:mod:`analysis.query`) become one MongoDB query, so only matching runs leave the database.
+
+Dead runs: a run recorded RUNNING whose heartbeat stopped (``kill -9``, a lost machine) is shown with status
+``DIED`` and ``stop_time`` = its last heartbeat, by the rule of :mod:`kd_plugin.tracking.dead_runs` (no heartbeat
+for ``$KD_DEAD_AFTER_S`` s, else max(60 s, 3 heartbeat intervals)). The analysis never writes: the next run saved
+to the database marks such runs DIED in the database itself. ``status="DIED"`` / ``status="RUNNING"`` filter on
+the status as shown.
 """
 
 from __future__ import annotations
@@ -32,18 +40,22 @@ from pymongo.database import Database
 from analysis.connection import open_database
 from analysis.downstream import DOWNSTREAM_EXPERIMENT, downstream_results
 from analysis.flatten import flatten, hashable
-from analysis.metric_series import fetch_long, summarise
+from analysis.logged_metrics import fetch_long, summarise
 from analysis.query import build_run_query, config_key
-from analysis.run_tags import parse_tags
-from analysis.variants import variant_of
+from kd_plugin.ablation import variant_of
+from kd_plugin.tracking.dead_runs import RULE_FIELDS, STATUS_DIED, last_sign_of_life, looks_dead, utc_now
+from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
+from kd_plugin.tracking.run_tags import parse_tags
 
 META_COLUMNS = [
     "experiment", "status", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
+    RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
-    "heartbeat": 1, "result": 1, "meta.comment": 1,
+    "heartbeat": 1, "result": 1, "meta.comment": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    **RULE_FIELDS,
 }
 
 
@@ -55,15 +67,18 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def _row(doc: dict[str, Any]) -> dict[str, Any]:
+def _row(doc: dict[str, Any], now) -> dict[str, Any]:
     comment = (doc.get("meta") or {}).get("comment")
     tags = parse_tags(comment)
     config = flatten(doc.get("config") or {})
-    start, stop = doc.get("start_time"), doc.get("stop_time")
+    status, start, stop = doc.get("status"), doc.get("start_time"), doc.get("stop_time")
+    if looks_dead(doc, now):  # RUNNING in the database, but its heartbeat stopped (kd_plugin.tracking.dead_runs)
+        status, stop = STATUS_DIED, last_sign_of_life(doc)
     end = stop or doc.get("heartbeat")
+    info = doc.get("info") or {}
     row: dict[str, Any] = {
         "experiment": (doc.get("experiment") or {}).get("name"),
-        "status": doc.get("status"),
+        "status": status,
         "variant": variant_of(config) or tags.get("variant"),
         "sweep": tags.get("sweep"),
         "comment": comment,
@@ -71,6 +86,8 @@ def _row(doc: dict[str, Any]) -> dict[str, Any]:
         "start_time": start,
         "stop_time": stop,
         "duration_s": (end - start).total_seconds() if start and end else None,
+        RESUMED_FROM_RUN: info.get(RESUMED_FROM_RUN),
+        RESUMED_BY_RUN: info.get(RESUMED_BY_RUN),
     }
     for key, value in config.items():
         row[f"config.{key}" if key in META_COLUMNS else key] = value
@@ -126,23 +143,33 @@ def load_runs(
     for the filter forms.
 
     url, db: where to read (:mod:`analysis.connection`: argument, ``$KD_MONGO_URL``/``$KD_MONGO_DB``, else the
-    embedded server and ``kd_plugin``). experiment: name, several, or None for all. status: e.g. "COMPLETED"
-    or several. since/until: start-time range (UTC). sweep: only runs of this sweep. run_ids: only these runs.
+    embedded server if it is running, and ``kd_plugin``). experiment: name, several, or None for all. status: e.g. "COMPLETED"
+    or several, as shown (``"DIED"`` includes runs still RUNNING in the database whose heartbeat stopped). since/until: start-time range (UTC). sweep: only runs of this sweep. run_ids: only these runs.
     metrics/downstream: False skips the ``final.``/``best.`` resp. ``downstream.`` columns (faster).
     **config_filters: config values, ``T=2``, ``student__layers="alternate"``, ``**{"student.layers": ...}``.
     """
     database = open_database(url, db)
+    wanted = None if status is None else ({status} if isinstance(status, str) else set(status))
+    if wanted is not None and not isinstance(status, str):
+        status = sorted(wanted)
+    if wanted is not None and STATUS_DIED in wanted:
+        status = sorted(wanted | {"RUNNING"})  # runs still RUNNING in the database may be shown as DIED
     query = build_run_query(experiment, status, since, until, sweep, run_ids, config_filters)
-    docs = list(database.runs.find(query, _PROJECTION).sort("_id", 1))
-    if not docs:
+    now = utc_now()
+    rows = {int(doc["_id"]): _row(doc, now) for doc in database.runs.find(query, _PROJECTION).sort("_id", 1)}
+    if wanted is not None:  # the status as shown: a dead RUNNING run is DIED
+        rows = {run_id: row for run_id, row in rows.items() if row["status"] in wanted}
+    if not rows:
         if config_filters:
             _check_config_keys(database, experiment, config_filters)
         return _empty_table()
 
-    table = pd.DataFrame.from_records([_row(d) for d in docs], index=[int(d["_id"]) for d in docs])
+    table = pd.DataFrame.from_records(list(rows.values()), index=list(rows))
     table.index.name = "run_id"
     for column in ("start_time", "stop_time"):
         table[column] = pd.to_datetime(table[column])
+    for column in (RESUMED_FROM_RUN, RESUMED_BY_RUN):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")  # run ids, NA where none
     parts = [table]
     if metrics:
         parts.append(summarise(fetch_long(database, table.index)))

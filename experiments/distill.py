@@ -19,20 +19,23 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # sacr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)  # the deepspeed launcher's --local_rank=N, before Sacred parses
 LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
+from kd_plugin.config import DistillConfig, declarable_loss_config  # noqa: E402
+from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
-from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
-from kd_plugin.training.model_checks import check_against_teacher  # noqa: E402
-from kd_plugin.training.run_config import declarable_loss_config, validate_distill_config  # noqa: E402
+from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
+from kd_plugin.runtime.paths import CACHE, DS_CONFIGS  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
+from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
+from kd_plugin.training.teacher_checks import check_against_teacher  # noqa: E402
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
 EXTRA_LOSS_WEIGHTS, LOSS_OPTIONS = declarable_loss_config()
 ex = Experiment("distill", save_git_info=False)
 configure_experiment(ex, LAUNCH)
@@ -56,26 +59,48 @@ def config():
     alpha_mse = 0.0  # MSE between logits
     loss_weights = dict(EXTRA_LOSS_WEIGHTS)  # the registry's other terms (0 = off), e.g. loss_weights.hidden_mse=1
     loss_options = dict(LOSS_OPTIONS)  # per-term options, e.g. loss_options.ce.rows=masked, loss_options.cos.layers=[[1,2]]
-    masking = dict(mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1, smoothing=0.7)
+    masking = dict(
+        mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1,
+        smoothing=0.7,  # selection weight counts ** -smoothing (0 = uniform)
+        count_special_tokens=False,  # True: the original code's count of maskable tokens includes [CLS]/[SEP]
+        random_tokens="non_special",  # whole_vocabulary: the original code's random replacements (may be special)
+    )
     data = dict(
         corpus="wiki_leads",  # packaged corpus name, local .txt/.jsonl/.parquet path, or hub dataset id
         max_seq_length=128,  # longer documents are split into several sequences, never dropped
-        held_out_fraction=0.02,  # documents kept out of training for evaluation
+        held_out_fraction=0.02,  # documents held out for evaluation, by a hash of their text (seed-independent)
         max_documents=None,  # use only the first N documents (quick runs)
         sample_by="line",  # how local .txt files are cut into documents: line | paragraph
-        cache_dir=str(PROJECT / ".cache" / "datasets"),
+        text_column="text",  # the text field of a local .jsonl/.parquet file or hub dataset
+        encoding="utf-8",  # how local .txt/.jsonl/.json files are decoded, e.g. latin-1 (parquet, packaged, hub: utf-8)
+        cache_dir=str(CACHE / "datasets"),
     )
     batch = dict(
         micro_batch_size=16,  # sequences per rank per forward pass
         gradient_accumulation_steps=None,  # null = 1, or derived from effective_batch_size
         effective_batch_size=None,  # target sequences per optimizer step (the paper: ~4096)
     )
-    optim = dict(lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0)
+    optim = dict(
+        lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0,
+        no_decay="layer_norms",  # original: only names containing bias / LayerNorm.weight (as distiller.py)
+        schedule_extra_step=False,  # True: plan the linear schedule for max_steps + 1 (as distiller.py)
+    )
     max_steps = 150  # optimizer steps; or set epochs (and max_steps=None). 150 x 16 sequences: ~5 min on 2 cores
     epochs = None
-    deepspeed_config = str(PROJECT / "ds_configs" / "zero2.json")
+    deepspeed_config = str(DS_CONFIGS / "zero2.json")
+    performance = dict(  # how fast, never what is computed (see README "Speed")
+        attn_implementation="auto",  # auto = fused SDPA, eager when a loss term reads attention probabilities
+        logit_chunk_rows=1024,  # rows per chunk of the logit losses (bounds fp32 temporaries); null = all at once
+        compile=False,  # torch.compile the student's and the teacher's forward
+        prefetch_batches=2,  # micro-batches collated and masked ahead by a background thread (0 = in the loop)
+        pin_memory="auto",  # pinned host batches for asynchronous copies: auto = on CUDA
+        pad_to_multiple_of=None,  # null = 8 on CUDA (tensor-core shapes), 1 on CPU
+        profile_phases=False,  # synchronised per-phase timing into the run's info (slower; for profiling)
+    )
     log_every = 10  # optimizer steps between logged metric points
     checkpoint_every = 100  # optimizer steps between checkpoints (null = only at the end)
+    checkpoint_keep = 2  # keep the newest N checkpoints (older ones are deleted; the final one is always kept)
+    monitors = []  # DeepSpeed monitors that also get every logged metric: tensorboard, csv_monitor, wandb
     output_dir = None  # null = outputs/distill/<time>-<config hash>
     resume = None  # a <output_dir>/checkpoints directory to continue from
     stop_at_step = None  # end this run early at this step (schedule still planned for max_steps); resume later
@@ -97,7 +122,7 @@ def smoke():
 
 @ex.named_config
 def paper():
-    # The public DistilBERT recipe (FIELD_NOTES §6): a GPU job at real scale.
+    # The public DistilBERT recipe (Sanh et al. 2019 and its released training script): a GPU job at real scale.
     T = 2.0
     alpha_ce, alpha_mlm, alpha_cos, alpha_mse = 5.0, 2.0, 1.0, 0.0
     student = dict(layers="distilbert_release")
@@ -121,18 +146,24 @@ def minilm():
 
 
 @ex.named_config
+def tensorboard():
+    # Every logged metric also to TensorBoard: `tensorboard --logdir <output_dir>/monitor`.
+    monitors = ["tensorboard"]
+
+
+@ex.named_config
 def bf16():
-    deepspeed_config = str(PROJECT / "ds_configs" / "bf16.json")
+    deepspeed_config = str(DS_CONFIGS / "bf16.json")
 
 
 @ex.named_config
 def zero3():
-    deepspeed_config = str(PROJECT / "ds_configs" / "zero3.json")
+    deepspeed_config = str(DS_CONFIGS / "zero3.json")
 
 
 @ex.named_config
 def offload():
-    deepspeed_config = str(PROJECT / "ds_configs" / "zero2_offload.json")
+    deepspeed_config = str(DS_CONFIGS / "zero2_offload.json")
 
 
 @ex.config_hook
@@ -140,20 +171,30 @@ def validate(config, command_name, logger):
     """Reject bad values before the run starts (no compute, no half-created run record)."""
     if command_name == "main":
         with exit_on_config_error():
-            validate_distill_config(config, LAUNCH.world_size)
-            check_against_teacher(config)
+            distill_config = DistillConfig.from_dict(config)
+            distill_config.batch.plan(LAUNCH.world_size)  # an unreachable effective batch is refused here
+            data = distill_config.data
+            check_corpus_source(data.corpus, data.text_column, data.encoding, data.sample_by)
+            check_against_teacher(distill_config)
+            if LAUNCH.is_main and distill_config.run.output_dir is not None:
+                hold_output_dir(distill_config.run.output_dir)  # writable, and no other run writing there
     return {}
 
 
 @ex.main
 def main(_config, _run):
     with exit_on_config_error():
-        trainer = DistillationTrainer(dict(_config), log_scalar=_run.log_scalar, info=_run.info)
+        database = next((f"{o.display_url}/{o.db_name}" for o in _run.observers if hasattr(o, "display_url")), None)
+        trainer = DistillationTrainer(DistillConfig.from_dict(_config), log_scalar=_run.log_scalar, info=_run.info,
+                                      run_id=_run._id, database=database)
         result = trainer.run()
-    for path in sorted(Path(result["student_dir"]).glob("*.json")):
-        _run.add_artifact(str(path), name=f"student/{path.name}")
+    for path in sorted([*Path(result["student_dir"]).glob("*.json"), Path(result["student_dir"]) / "README.md"]):
+        # No '/' in artifact names: Omniboard's per-file download button breaks on them.
+        _run.add_artifact(str(path), name=f"student_{path.name}")
     return result
 
 
 if __name__ == "__main__":
-    run_main(ex)
+    install_process_handlers()  # SIGTERM is recorded as INTERRUPTED, like Ctrl-C
+    with clean_exit():
+        run_main(ex)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)
 LAUNCH = ensure_launch_env()
@@ -37,10 +37,10 @@ LAUNCH = ensure_launch_env()
 from sacred import Experiment  # noqa: E402
 
 from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
-from kd_plugin.downstream.run_config import validate_finetune_config  # noqa: E402
+from kd_plugin.downstream.finetune_config import FinetuneConfig  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
-from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 ex = Experiment("finetune", save_git_info=False)
@@ -119,24 +119,24 @@ def validate(config, command_name, logger):
     """Reject bad values (and an unresolvable model) before the run starts."""
     if command_name == "main":
         with exit_on_config_error():
-            validate_finetune_config(config)
-            resolve_evaluated_model(config)
+            resolve_evaluated_model(FinetuneConfig.from_dict(config).source)
     return {}
 
 
-def _output_dir(cfg: dict) -> Path:
-    if cfg["output_dir"]:
-        return Path(cfg["output_dir"])
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+def _output_dir(config: FinetuneConfig) -> Path:
+    if config.output_dir is not None:
+        return config.output_dir
+    digest = hashlib.sha256(json.dumps(dict(config.raw), sort_keys=True, default=str).encode()).hexdigest()[:8]
     return PROJECT / "outputs" / "finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
 @ex.main
 def main(_config, _run):
-    cfg = dict(_config)
-    _run.info["distill_run_id"] = cfg["distill_run_id"]
-    evaluation = DownstreamEvaluation(cfg, log_scalar=_run.log_scalar, info=_run.info, output_dir=_output_dir(cfg))
     with exit_on_config_error():  # e.g. a task's data not fetched, a model directory that does not load
+        config = FinetuneConfig.from_dict(_config)
+        _run.info["distill_run_id"] = config.source.distill_run_id
+        evaluation = DownstreamEvaluation(config, log_scalar=_run.log_scalar, info=_run.info,
+                                          output_dir=_output_dir(config), run_id=_run._id)
         result = evaluation.run()
     _run.add_artifact(str(Path(result["output_dir"]) / "results.json"), name="results.json")
     return result

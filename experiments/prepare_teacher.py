@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from kd_plugin.training.launch_env import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)
 LAUNCH = ensure_launch_env()
@@ -28,15 +28,10 @@ LAUNCH = ensure_launch_env()
 from sacred import Experiment  # noqa: E402
 
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
-from kd_plugin.experiment_support import configure_experiment, run_main  # noqa: E402
-from kd_plugin.preparation.recipes import (  # noqa: E402
-    SMOKE,
-    default_cache_root,
-    recipe_value,
-    validate_preparation_config,
-)
+from kd_plugin.preparation.preparation_config import DEFAULT_DATASET_CACHE, PreparationConfig  # noqa: E402
+from kd_plugin.preparation.recipes import SMOKE, default_cache_root, recipe_value  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
 ex = Experiment("prepare_teacher", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
@@ -49,7 +44,7 @@ def config():
     seed = recipe_value(teacher, "seed")  # head init, data order, masks, and the train / held-out document split
     data = dict(
         recipe_value(teacher, "data"),  # corpus, max_seq_length, held_out_fraction, max_documents, sample_by
-        cache_dir=str(PROJECT / ".cache" / "datasets"),  # tokenized-corpus cache (shared with distill)
+        cache_dir=str(DEFAULT_DATASET_CACHE),  # tokenized-corpus cache (shared with distill)
     )
     masking = recipe_value(teacher, "masking")  # 15 %, 80/10/10, uniform selection
     batch_size = recipe_value(teacher, "batch_size")  # sequences per optimizer step
@@ -79,7 +74,7 @@ def validate(config, command_name, logger):
     """Reject bad values before the run starts (no model loaded, no run record half created)."""
     if command_name in ("main", "where"):
         with exit_on_config_error():  # one line "configuration error: <key>: ..." and exit status 2
-            validate_preparation_config(config)
+            PreparationConfig.from_dict(config)
     return {}
 
 
@@ -88,7 +83,9 @@ def where(_config):
     """Print the cache directory of this recipe (loads the corpus to fingerprint it; trains nothing)."""
     from kd_plugin.preparation.cache import locate
 
-    location = locate(_config["teacher"], _config, _config["cache_root"])
+    with exit_on_config_error():
+        config = PreparationConfig.from_dict(_config)
+    location = locate(config.teacher, config.recipe, config.cache_root)
     print(location.directory, "(complete)" if location.complete() else "(not prepared yet)")
     return str(location.directory)
 
@@ -97,7 +94,9 @@ def where(_config):
 def main(_config, _run):
     from kd_plugin.preparation.mlm_training import prepare_teacher
 
-    result = prepare_teacher(dict(_config), log_scalar=_run.log_scalar, info=_run.info, run_id=_run._id)
+    with exit_on_config_error():
+        config = PreparationConfig.from_dict(_config)
+    result = prepare_teacher(config, log_scalar=_run.log_scalar, info=_run.info, run_id=_run._id)
     record = Path(result["prepared_dir"]) / "preparation.json"
     if record.is_file() and not result.get("reused"):
         _run.add_artifact(str(record), name="preparation.json")

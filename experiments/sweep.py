@@ -8,19 +8,21 @@ variant and seed, then read the table with ``analysis/ablation.ipynb``.
     python experiments/sweep.py --seeds 1 2 3 --finetune               # each run then fine-tuned downstream
     python experiments/sweep.py --seeds 1 --finetune --finetune-update threads=1   # `with` updates for finetune.py
 
-Variants (``analysis/variants.py``, shared with the analysis): ``full`` (alpha_ce=5, alpha_mlm=2, alpha_cos=1),
+Variants (``kd_plugin/ablation.py``, shared with the analysis): ``full`` (alpha_ce=5, alpha_mlm=2, alpha_cos=1),
 ``no_ce``, ``no_cos``, ``no_mlm`` (that weight set to 0) and ``random_init`` (``student.layers=random_init``).
 Each run sets all three loss weights explicitly, so a change of distill.py's defaults cannot change the
 ablation; updates of those weights, of ``seed`` or ``student.layers=random_init`` are refused here.
 
 How runs are recognised later: the analysis names a run's variant from its *config*
-(``analysis.variants.variant_of``), so the table does not depend on labels. In addition every run carries the
+(``kd_plugin.ablation.variant_of``), so the table does not depend on labels. In addition every run carries the
 Sacred comment ``kd-sweep sweep=<sweep id> variant=<name>`` (``-c``, stored as ``meta.comment``), so one sweep's
 runs can be selected: ``load_runs(sweep="<sweep id>")`` or ``KD_SWEEP=<sweep id>`` for the notebook.
 
-Database: ``--mongo-url``/``--db``, else ``$KD_MONGO_URL``/``$KD_MONGO_DB``, else distill.py's own default (the
-embedded server). They reach the runs as ``KD_MONGO_URL``/``KD_MONGO_DB`` in their environment, the project's
-tracking route (resilient observer); a password in the URL is never printed.
+Database: the rule of ``kd_plugin.tracking.locations.resolve_database`` with ``--mongo-url``/``--db`` as the
+explicit argument: ``--mongo-url``/``--db``, else ``$KD_MONGO_URL``/``$KD_MONGO_DB``, else distill.py's own
+default (its config, else the embedded server, which distill.py starts). They reach the runs as
+``KD_MONGO_URL``/``KD_MONGO_DB`` in their environment, the project's tracking route (resilient observer); a
+password in the URL is never printed.
 
 Each run's console output goes to ``<log dir>/<variant>-seed<seed>.log``; with ``--output-root DIR`` each run
 writes to ``DIR/<variant>-seed<seed>/`` (its ``output_dir``) and the logs to ``DIR/logs/``, else the runs use
@@ -51,9 +53,12 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # runnable from a checkout without install
 
-from analysis.connection import DEFAULT_DB_NAME, ENV_DB, ENV_URL, redact_url  # noqa: E402
-from analysis.run_tags import check_tag_value, format_tags  # noqa: E402
-from analysis.variants import RANDOM_INIT, VARIANT_KEYS, VARIANTS  # noqa: E402
+from kd_plugin.ablation import RANDOM_INIT, VARIANT_KEYS, VARIANTS  # noqa: E402
+from kd_plugin.tracking.credentials import mask_url as redact_url  # noqa: E402
+from kd_plugin.tracking.locations import DEFAULT_DB_NAME, resolve_database  # noqa: E402
+from kd_plugin.tracking.locations import ENV_MONGO_DB as ENV_DB  # noqa: E402
+from kd_plugin.tracking.locations import ENV_MONGO_URL as ENV_URL  # noqa: E402
+from kd_plugin.tracking.run_tags import check_tag_value, format_tags  # noqa: E402
 
 DISTILL = PROJECT / "experiments" / "distill.py"
 FINETUNE = PROJECT / "experiments" / "finetune.py"
@@ -148,7 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         check_tag_value(args.name)
         check_updates(args.updates)
-        check_sacred_args(args.sacred_args)
+        check_sacred_args(args.sacred_args, args.finetune)
         check_finetune_updates(args.finetune_update)
     except ValueError as err:
         parser.error(str(err))
@@ -179,8 +184,14 @@ def check_finetune_updates(updates: list[str]) -> None:
             raise ValueError(f"--finetune-update {update!r}: {key} is set by the sweep for each run")
 
 
-def check_sacred_args(sacred_args: list[str]) -> None:
+FILE_ONLY_OPTIONS = ("-F", "--file_storage", "-u", "--unobserved")
+
+
+def check_sacred_args(sacred_args: list[str], finetune: bool = False) -> None:
     for arg in sacred_args:
+        if finetune and (arg in FILE_ONLY_OPTIONS or arg.startswith(("--file_storage=", "-F="))):
+            raise ValueError(f"{arg} with --finetune: the fine-tune finds its distillation run by database id, "
+                             "and a file-only or unobserved run has none")
         if arg in ("-c", "--comment") or arg.startswith("--comment="):
             raise ValueError("the sweep sets the run comment (its tags); do not pass -c/--comment")
         if arg in ("-m", "--mongo_db") or arg.startswith("--mongo_db="):
@@ -194,11 +205,14 @@ def check_sacred_args(sacred_args: list[str]) -> None:
 def database_env(args: argparse.Namespace) -> tuple[dict[str, str], str]:
     """(the runs' database variables, a description safe to print).
 
-    The project's own route (:mod:`kd_plugin.tracking.observers`): ``KD_MONGO_URL``/``KD_MONGO_DB`` give each run
-    the resilient observer (bounded output, thinned metrics, survives the database going away). Without a URL
-    the runs go to distill.py's default, the embedded server (``--db`` still names the database)."""
-    url = args.mongo_url or os.environ.get(ENV_URL)
-    db = args.db or os.environ.get(ENV_DB)
+    The rule's first two steps, taken here (:func:`kd_plugin.tracking.locations.resolve_database`, which never
+    starts a server from the sweep): the URL and name given to the sweep or found in its environment reach each
+    run as ``KD_MONGO_URL``/``KD_MONGO_DB``, the project's own route (:mod:`kd_plugin.tracking.observers`: the
+    resilient observer, bounded output, thinned metrics, survives the database going away). Without a URL each
+    run decides the rest itself (its config, else the embedded server; ``--db`` still names the database)."""
+    destination = resolve_database(args.mongo_url, args.db, embedded="never", explicit="--mongo-url")
+    db = args.db or os.environ.get(ENV_DB)  # only a name that was given: else each run's own config may name it
+    url = destination.url if destination is not None else None
     env = {key: value for key, value in ((ENV_URL, url), (ENV_DB, db)) if value}
     where = redact_url(url) if url else "the embedded server (distill.py's default)"
     return env, f"{where}, database {db or DEFAULT_DB_NAME}"

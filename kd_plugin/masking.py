@@ -19,27 +19,35 @@ A fresh mask is drawn for every batch:
 3. Each selected position independently becomes ``mask_token_id`` (mask_fraction), a token drawn uniformly from
    the non-special ids (random_fraction; it can be the original token), or is left unchanged (keep_fraction).
    The input is therefore unchanged at a selected position with probability
-   ``keep_fraction + random_fraction / n_non_special``.
+   ``keep_fraction + random_fraction / n_ids``, where ``n_ids`` is the number of non-special ids (or the whole
+   vocabulary with ``random_tokens="whole_vocabulary"``).
 4. ``labels`` hold the original id at selected positions and -100 (ignored by cross-entropy) elsewhere.
 
-Differences from the original: ``n_real`` excludes [CLS]/[SEP] (the original counted them), random tokens are
-never special ids (the original drew from the whole vocabulary), and all randomness comes from the caller's
-``torch.Generator`` so a batch is reproducible from its seed.
+Differences from the original, each with a switch for exact comparisons: ``n_real`` excludes [CLS]/[SEP] (the
+original counted them: ``count_special_tokens=True``; they are still never selected, and ``n_tgt`` is capped at
+the number of selectable positions), random tokens are never special ids (the original drew from the whole
+vocabulary: ``random_tokens="whole_vocabulary"``). All randomness comes from the caller's ``torch.Generator``
+so a batch is reproducible from its seed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from fractions import Fraction
+from typing import Any
 
 import torch
 
+from kd_plugin import validation as values
 from kd_plugin.errors import ConfigError
 
 IGNORE_INDEX = -100  # label value skipped by torch.nn.functional.cross_entropy
 MASK, RANDOM, KEEP = 0, 1, 2  # outcome of a selected position, indices into the three fractions
+
+
+RANDOM_TOKEN_CHOICES = ("non_special", "whole_vocabulary")
 
 
 @dataclass(frozen=True)
@@ -49,25 +57,46 @@ class MaskingConfig:
     random_fraction: float = 0.1
     keep_fraction: float = 0.1
     smoothing: float = 0.7  # exponent of the token-frequency smoothing; 0 disables
+    # The original code's behaviour, for exact comparisons (see the module docstring):
+    count_special_tokens: bool = False  # True: n_tgt counts [CLS]/[SEP] too (they are still never selected)
+    random_tokens: str = "non_special"  # "whole_vocabulary": random replacements may be special ids
 
-    def validate(self) -> MaskingConfig:
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any], prefix: str = "masking") -> MaskingConfig:
+        """A validated config from a ``masking.*`` block, every error naming ``<prefix>.<key>``."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ConfigError(f"{prefix}.{unknown[0]}", "unknown key", ", ".join(known))
+        merged = {**{f.name: f.default for f in fields(cls)}, **settings}
+        values.number(merged["mlm_probability"], f"{prefix}.mlm_probability", 0.0, 1.0, low_open=True)
+        for name in ("mask_fraction", "random_fraction", "keep_fraction"):
+            values.number(merged[name], f"{prefix}.{name}", 0.0, 1.0)
+        values.number(merged["smoothing"], f"{prefix}.smoothing", 0.0)
+        values.flag(merged["count_special_tokens"], f"{prefix}.count_special_tokens")
+        values.choice(merged["random_tokens"], f"{prefix}.random_tokens", RANDOM_TOKEN_CHOICES)
+        return cls(**merged).validate(prefix)
+
+    def validate(self, prefix: str = "masking") -> MaskingConfig:
         if not 0.0 < self.mlm_probability <= 1.0:
-            raise ConfigError("masking.mlm_probability", f"got {self.mlm_probability}", "a float in (0, 1]")
+            raise ConfigError(f"{prefix}.mlm_probability", f"got {self.mlm_probability}", "a float in (0, 1]")
         for name in ("mask_fraction", "random_fraction", "keep_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"masking.{name}", f"got {value}", "a float in [0, 1]")
+                raise ConfigError(f"{prefix}.{name}", f"got {value}", "a float in [0, 1]")
         total = self.mask_fraction + self.random_fraction + self.keep_fraction
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(
-                "masking.mask_fraction + masking.random_fraction + masking.keep_fraction",
+                f"{prefix}.mask_fraction + {prefix}.random_fraction + {prefix}.keep_fraction",
                 f"the fractions sum to {total}",
                 "fractions in [0, 1] summing to 1 (tolerance 1e-6)",
             )
         if not (self.smoothing >= 0.0 and math.isfinite(self.smoothing)):
             raise ConfigError(
-                "masking.smoothing", f"got {self.smoothing}", "a finite float >= 0 (0 disables)"
+                f"{prefix}.smoothing", f"got {self.smoothing}", "a finite float >= 0 (0 disables)"
             )
+        if self.random_tokens not in RANDOM_TOKEN_CHOICES:
+            raise ConfigError(f"{prefix}.random_tokens", f"{self.random_tokens!r}", ", ".join(RANDOM_TOKEN_CHOICES))
         return self
 
 
@@ -97,6 +126,9 @@ class DynamicMasker:
         self.is_special = torch.zeros(vocab_size, dtype=torch.bool)  # (vocab_size,)
         self.is_special[sorted(special)] = True
         self.non_special_ids = (~self.is_special).nonzero().squeeze(1)  # (n_non_special,)
+        # ids a RANDOM outcome draws from: non-special ids, or (the original code) the whole vocabulary
+        self.random_ids = (self.non_special_ids if config.random_tokens == "non_special"
+                           else torch.arange(vocab_size))  # (n_random,)
         if len(self.non_special_ids) == 0:
             raise ConfigError(
                 "masking.special_token_ids", "every id is special", "at least one non-special id"
@@ -136,10 +168,12 @@ class DynamicMasker:
         device = generator.device
 
         ids = input_ids.to(device=device, dtype=torch.long)  # (bs, seq_len)
-        real = attention_mask.to(device).bool() & ~self.is_special.to(device)[ids]  # (bs, seq_len)
+        attended = attention_mask.to(device).bool()  # (bs, seq_len)
+        real = attended & ~self.is_special.to(device)[ids]  # (bs, seq_len)
         position_weights = self.token_weights.to(device)[ids] * real  # (bs, seq_len)
+        n_counted = int((attended if self.config.count_special_tokens else real).sum())
         # Exact arithmetic: as floats, 0.15 * 100 == 15.000000000000002 and its ceil would be 16.
-        n_tgt = math.ceil(Fraction(self.config.mlm_probability) * int(real.sum()))
+        n_tgt = min(math.ceil(Fraction(self.config.mlm_probability) * n_counted), int(real.sum()))
 
         masked_ids = ids.clone()  # (bs, seq_len)
         labels = torch.full_like(ids, IGNORE_INDEX)  # (bs, seq_len)
@@ -151,9 +185,9 @@ class DynamicMasker:
             outcome = torch.multinomial(  # (n_tgt,) MASK, RANDOM or KEEP
                 self.outcome_probs.to(device), n_tgt, replacement=True, generator=generator
             )
-            non_special_ids = self.non_special_ids.to(device)  # (n_non_special,)
-            random_ids = non_special_ids[  # (n_tgt,)
-                torch.randint(len(non_special_ids), (n_tgt,), generator=generator, device=device)
+            candidates = self.random_ids.to(device)  # (n_random,)
+            random_ids = candidates[  # (n_tgt,)
+                torch.randint(len(candidates), (n_tgt,), generator=generator, device=device)
             ]
             new_ids = torch.where(outcome == RANDOM, random_ids, original)  # (n_tgt,)
             new_ids = torch.where(outcome == MASK, self.mask_token_id, new_ids)  # (n_tgt,)

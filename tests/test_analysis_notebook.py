@@ -59,8 +59,12 @@ def run_sweep(args: list[str], env: dict[str, str], timeout: float = SWEEP_TIMEO
 def execute_notebook(kernel_prefix: Path) -> tuple[list, dict]:
     """Run the committed notebook; its outputs and the JSON summary its last cell prints."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, km=venv_kernel(kernel_prefix), timeout=300,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    km = venv_kernel(kernel_prefix)
+    try:
+        NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    finally:
+        if km.has_kernel:  # nbclient leaves a kernel it did not create running
+            km.shutdown_kernel(now=True)
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     summary = json.loads([o.text for o in outputs if o.output_type == "stream" and o.text.startswith("{")][-1])

@@ -12,8 +12,9 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from analysis import load_metrics, load_runs, one_of, variant_of
-from analysis.variants import VARIANTS
+from analysis import load_metrics, load_runs, one_of, resume_chain, variant_of
+from kd_plugin.ablation import VARIANTS
+from kd_plugin.tracking.dead_runs import utc_now
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def merge(base: dict, updates: dict) -> dict:
 
 
 def insert_run(db, run_id, config=None, *, experiment="distill", status="COMPLETED", start=T0, seconds=60.0,
-               metrics=None, result=None, comment=None):
+               metrics=None, result=None, comment=None, info=None):
     """A run document as Sacred's MongoObserver writes it, plus its metric series."""
     metric_ids = []
     for name, (steps, values) in (metrics or {}).items():
@@ -62,7 +63,7 @@ def insert_run(db, run_id, config=None, *, experiment="distill", status="COMPLET
         "host": {"hostname": "vm", "cpu": "AMD EPYC", "python_version": "3.11.7", "ENV": {}},
         "start_time": start, "heartbeat": start + dt.timedelta(seconds=seconds),
         "stop_time": start + dt.timedelta(seconds=seconds) if status != "RUNNING" else None,
-        "result": result, "info": {"metrics": metric_ids, "student_dir": f"/tmp/run{run_id}/student"},
+        "result": result, "info": {"metrics": metric_ids, "student_dir": f"/tmp/run{run_id}/student", **(info or {})},
         "meta": {"command": "main", "comment": comment, "options": {}}, "captured_out": "x" * 1000,
         "artifacts": [], "resources": [],
     }
@@ -247,3 +248,56 @@ def test_database_comes_from_the_environment(database, mongo_url, monkeypatch):
     monkeypatch.setenv("KD_MONGO_URL", mongo_url)
     monkeypatch.setenv("KD_MONGO_DB", database.name)
     assert list(load_runs().index) == [7]
+
+
+def test_dead_runs_are_shown_died_and_nothing_is_written(database, monkeypatch):
+    monkeypatch.delenv("KD_DEAD_AFTER_S", raising=False)
+    now = utc_now().replace(microsecond=0)
+    insert_run(database, 1, status="RUNNING", start=now - dt.timedelta(hours=1), seconds=60)  # silent for 59 min
+    insert_run(database, 2, status="RUNNING", start=now - dt.timedelta(seconds=30), seconds=25)  # beat 5 s ago
+    insert_run(database, 3, status="COMPLETED")
+
+    runs = load_runs(db=database, metrics=False, downstream=False)
+    assert runs["status"].tolist() == ["DIED", "RUNNING", "COMPLETED"]
+    assert runs.loc[1, "stop_time"] == pd.Timestamp(now - dt.timedelta(minutes=59))  # the last heartbeat
+    assert runs.loc[1, "duration_s"] == 60.0 and pd.isna(runs.loc[2, "stop_time"])
+
+    def ids(status):
+        return list(load_runs(db=database, status=status, metrics=False, downstream=False).index)
+
+    assert ids("DIED") == [1] and ids("RUNNING") == [2] and ids(["DIED", "COMPLETED"]) == [1, 3]
+    assert [d["status"] for d in database.runs.find().sort("_id", 1)] == ["RUNNING", "RUNNING", "COMPLETED"]
+
+    monkeypatch.setenv("KD_DEAD_AFTER_S", "1")  # the threshold of kd_plugin.tracking.dead_runs
+    assert ids("DIED") == [1, 2]
+
+
+def test_resume_chain_columns_and_stitched_curves(database):
+    """Run 1 logged steps 1-8; run 2 resumed it from its step-4 checkpoint and logged 5-10; run 3 resumed run 2
+    at step 8 and logged 9-12. Run 4 says it resumed run 99, which this database does not hold."""
+    def resumed(run_id, step):
+        return {"resumed_from_run": run_id, "resumed_from": {"path": f"/ckpt/{run_id}", "step": step, "run_id": run_id}}
+
+    insert_run(database, 1, metrics={"loss": (range(1, 9), [10.0 + i for i in range(8)])}, info={"resumed_by_run": 2})
+    insert_run(database, 2, metrics={"loss": (range(5, 11), [20.0 + i for i in range(6)])},
+               info={**resumed(1, 4), "resumed_by_run": 3})
+    insert_run(database, 3, metrics={"loss": (range(9, 13), [30.0 + i for i in range(4)])}, info=resumed(2, 8))
+    insert_run(database, 4, metrics={"loss": ([4, 5], [40.0, 41.0])}, info=resumed(99, 3))
+
+    runs = load_runs(db=database, downstream=False)
+    assert runs["resumed_from_run"].tolist() == [pd.NA, 1, 2, 99]
+    assert runs["resumed_by_run"].tolist() == [2, 3, pd.NA, pd.NA]
+    assert "resumed_from_run" not in load_metrics(runs, db=database).columns  # not a config column
+    assert [resume_chain(i, db=database) for i in (1, 2, 3, 4)] == [[1], [1, 2], [1, 2, 3], [4]]
+
+    curves = load_metrics(runs, "loss", db=database, columns=[], follow_resumes=True)
+    def curve(run_id):
+        rows = curves[curves["run_id"] == run_id]
+        return list(zip(rows["step"], rows["value"], rows["logged_by"], strict=True))
+
+    assert curve(3) == ([(s, 10.0 + s - 1, 1) for s in range(1, 5)] + [(s, 20.0 + s - 5, 2) for s in range(5, 9)]
+                        + [(s, 30.0 + s - 9, 3) for s in range(9, 13)])
+    assert curve(2) == [(s, 10.0 + s - 1, 1) for s in range(1, 5)] + [(s, 20.0 + s - 5, 2) for s in range(5, 11)]
+    assert curve(1) == [(s, 10.0 + s - 1, 1) for s in range(1, 9)]
+    assert curve(4) == [(4, 40.0, 4), (5, 41.0, 4)]
+    assert list(curves.columns) == ["run_id", "name", "step", "value", "logged_by"]

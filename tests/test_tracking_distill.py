@@ -17,6 +17,7 @@ import pymongo
 import pytest
 
 from kd_plugin.tracking import embedded_db
+from tests.distill_runner import LAUNCH_VARIABLES
 
 PROJECT = Path(__file__).resolve().parents[1]
 LOSS_TERMS = ("loss", "loss_ce", "loss_mlm", "loss_cos")
@@ -29,7 +30,7 @@ RUN_TIMEOUT_S = 600  # generous: the machine may be shared with other heavy jobs
 def distill_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a distillation subprocess: offline, no database configured unless ``extra`` says
     so, and the embedded server's data / local run files in ``tmp`` (never the user's)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KD_") and k not in LAUNCH_VARIABLES}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                KD_DB_DIR=str(tmp / "embedded"), KD_RUNS_DIR=str(tmp / "runs"), **extra)
     return env
@@ -68,7 +69,7 @@ def assert_complete_run(db, run: dict, logged_steps: list[int]) -> None:
         assert series["steps"] == [logged_steps[-1]] and 0.0 <= series["values"][0] <= 1.0, name
     fs = gridfs.GridFS(db)
     names = {a["name"] for a in run["artifacts"]}
-    assert "student/config.json" in names
+    assert "student_config.json" in names
     for artifact in run["artifacts"]:
         assert fs.get(artifact["file_id"]).filename == f"artifact://runs/{run['_id']}/{artifact['name']}"
 
@@ -120,7 +121,7 @@ def test_student_location_and_artifacts(distilled):
     assert (student_dir / "config.json").is_file()  # the recorded location holds the student
     fs = gridfs.GridFS(db)
     stored = {a["name"]: fs.get(a["file_id"]).read() for a in run["artifacts"]}
-    assert stored["student/config.json"] == (student_dir / "config.json").read_bytes()
+    assert stored["student_config.json"] == (student_dir / "config.json").read_bytes()
 
 
 # --------------------------------------------------------------------------- no database at all: files
@@ -131,7 +132,7 @@ def test_fallback_to_file_storage_and_import(tmp_path, mongo_url, db_name):
                        KD_SECANTUS_BIN=str(tmp_path / "missing" / "secantusd-py"))
     storage = tmp_path / "runs" / "file_storage"
     assert "NO DATABASE" in proc.stderr and f"import_runs {storage}" in proc.stderr
-    assert (storage / "1" / "run.json").is_file() and (storage / "1" / "student" / "config.json").is_file()
+    assert (storage / "1" / "run.json").is_file() and (storage / "1" / "student_config.json").is_file()
 
     command = [sys.executable, "-m", "kd_plugin.tracking.import_runs", str(storage), "--url", mongo_url, "--db", db_name]
     first = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=120)

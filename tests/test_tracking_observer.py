@@ -14,8 +14,9 @@ import pytest
 from sacred import Experiment
 from sacred.observers import MongoObserver
 
-import kd_plugin.experiment_support  # noqa: F401 -- the experiments' Sacred settings (capture mode "sys")
+import kd_plugin.tracking.sacred_experiment  # noqa: F401 -- the experiments' Sacred settings (capture mode "sys")
 from kd_plugin.tracking import embedded_db, import_runs
+from kd_plugin.tracking.journal import Journal
 from kd_plugin.tracking.output_budget import DEFAULT_MAX_BYTES, filter_captured_output
 from kd_plugin.tracking.resilient_observer import ResilientMongoObserver
 
@@ -214,3 +215,35 @@ def test_server_stopped_and_restarted_during_the_run(tmp_path, db_name, capfd):
     assert journal_seen == [True] and not any(journal_dir.glob("*/record.json"))
     err = capfd.readouterr().err
     assert "cannot write to" in err and "is reachable again" in err
+
+
+def test_resumed_run_links_back_through_an_outage_and_imports_keep_the_link(tmp_path, mongo_url, db_name, capfd):
+    """The resumed run's link to the earlier run waits in its journal while the database is away; writing the
+    earlier run's record again later (an imported journal) keeps the link."""
+    first_ex = tiny_experiment(tmp_path)
+    first_observer = ResilientMongoObserver(mongo_url, db_name, journal_dir=tmp_path / "pending")
+    first_ex.observers.append(first_observer)
+    first = first_ex.run()
+    Journal(tmp_path / "later" / "first").write(first_observer.record)  # as if its last write had missed the database
+
+    ex = Experiment("resumed", save_git_info=False)
+
+    @ex.main
+    def main(_run):
+        _run.info["resumed_from_run"] = first._id
+        _run.info["resumed_from"] = {"path": "/ckpt", "step": 3, "run_id": first._id}
+        _run.log_scalar("loss", 0.5, 4)
+
+    pending = tmp_path / "pending"
+    ex.observers.append(ResilientMongoObserver(_dead_url(), db_name, journal_dir=pending, timeout_ms=300, final_wait=0.5))
+    ex.run()
+    with _client(mongo_url) as client:
+        assert "resumed_by_run" not in client[db_name].runs.find_one({"_id": first._id})["info"]
+    assert import_runs.main([str(pending), "--url", mongo_url]) == 0
+    assert import_runs.main([str(tmp_path / "later"), "--url", mongo_url]) == 0
+    with _client(mongo_url) as client:
+        runs = {run["_id"]: run for run in client[db_name].runs.find()}
+    (resumed_id,) = set(runs) - {first._id}
+    assert runs[first._id]["info"]["resumed_by_run"] == resumed_id and runs[first._id]["status"] == "COMPLETED"
+    assert runs[resumed_id]["info"]["resumed_from_run"] == first._id
+    assert "notes" not in runs[resumed_id]["kd_tracking"]

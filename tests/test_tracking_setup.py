@@ -14,11 +14,11 @@ import pytest
 from sacred import Experiment
 from sacred.observers import MongoObserver
 
-from kd_plugin.experiment_support import configure_experiment
+from kd_plugin.runtime.launch import LaunchInfo
 from kd_plugin.tracking import embedded_db, import_runs
 from kd_plugin.tracking.file_fallback import FallbackFileStorageObserver
 from kd_plugin.tracking.resilient_observer import ResilientMongoObserver
-from kd_plugin.training.launch_env import LaunchInfo
+from kd_plugin.tracking.sacred_experiment import configure_experiment
 
 RANK0 = LaunchInfo(rank=0, local_rank=0, world_size=1, launched=False)
 

@@ -6,12 +6,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
+from kd_plugin.config import BatchSettings, DeepSpeedSettings, OptimSettings
+from kd_plugin.config.deepspeed import check_ds_json
 from kd_plugin.errors import ConfigError
 from kd_plugin.losses import LossMixture, MixtureDeclaration, ModelDims
+from kd_plugin.optimization import linear_warmup_decay, parameter_groups
 from kd_plugin.student import build_student
 from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
-from kd_plugin.training.ds_config import build_ds_config, check_ds_json, plan_batches
-from kd_plugin.training.optimization import linear_warmup_decay, parameter_groups
+from kd_plugin.training.ds_config import build_ds_config
 
 
 def tiny_pair():
@@ -81,13 +83,77 @@ def test_deepspeed_json_rejections_name_the_key(ds, key):
     assert err.value.key == key and "allowed" in str(err.value)
 
 
-def test_batch_plan_and_written_config_agree():
-    plan = plan_batches(micro_batch_size=16, gradient_accumulation_steps=None, effective_batch_size=4096, world_size=2)
+def test_batch_plan_and_written_config_agree(tmp_path):
+    plan = BatchSettings(16, None, 4096).plan(world_size=2)
     assert plan.gradient_accumulation_steps == 128 and plan.train_batch_size == 4096
-    ds = build_ds_config({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}}, plan,
-                         {"lr": 5e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.0, "max_grad_norm": 5.0})
+    path = tmp_path / "ds.json"
+    path.write_text('{"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}}')
+    optim = OptimSettings(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, warmup_proportion=0.05,
+                          max_grad_norm=5.0)
+    ds = build_ds_config(DeepSpeedSettings.from_path(path), plan, optim)
     assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 2
     assert ds["optimizer"]["params"] == {"lr": 5e-4, "betas": [0.9, 0.98], "eps": 1e-6, "weight_decay": 0.0}
     assert ds["gradient_clipping"] == 5.0 and "scheduler" not in ds
     with pytest.raises(ConfigError, match="batch.gradient_accumulation_steps"):
-        plan_batches(16, 3, 4096, 2)
+        BatchSettings(16, 3, 4096).plan(2)
+
+
+@pytest.mark.parametrize("effective, world, nearest", [(20, 1, "nearest 16 or 24"), (100, 2, "nearest 96 or 128"), (8, 1, "nearest 16 (")])
+def test_an_unreachable_effective_batch_is_refused_naming_the_nearest_valid_values(effective, world, nearest):
+    with pytest.raises(ConfigError) as err:
+        BatchSettings(8 if effective == 20 else 16, None, effective).plan(world)
+    assert err.value.key == "batch.effective_batch_size" and nearest in str(err.value)
+
+
+class _RecordingCheckpoints:
+    def __init__(self):
+        self.saved = []
+
+    def save(self, step, sampler_state, tokens_seen):
+        self.saved.append((step, tokens_seen))
+
+
+def _trainer_at(step: int, tokens_seen: int, pending: int):
+    """A trainer's checkpointing state without models or engine (save_checkpoint needs only these)."""
+    from types import SimpleNamespace
+
+    from kd_plugin.training.trainer import DistillationTrainer, TrainingState
+
+    trainer = object.__new__(DistillationTrainer)
+    trainer.state = TrainingState(step=step, tokens_seen=tokens_seen, pending_tokens=pending)
+    trainer.checkpoints = _RecordingCheckpoints()
+    trainer.data = SimpleNamespace(sampler=SimpleNamespace(state_dict=lambda: {"epoch": 0, "batches_consumed": 0}))
+    return trainer
+
+
+def test_a_step_is_checkpointed_once_with_the_tokens_since_the_last_log_point():
+    trainer = _trainer_at(step=20, tokens_seen=1000, pending=37)
+    trainer.save_checkpoint()  # periodic checkpoint
+    trainer.save_checkpoint()  # a signal on the same step: the tag `latest` names is not written again
+    assert trainer.checkpoints.saved == [(20, 1037)]
+    assert (trainer.state.tokens_seen, trainer.state.pending_tokens) == (1000, 37)  # the log's window is intact
+    trainer.state.step += 1
+    trainer.save_checkpoint()
+    assert trainer.checkpoints.saved[-1] == (21, 1037)
+
+
+def test_resuming_with_another_learning_rate_or_schedule_is_refused():
+    from types import SimpleNamespace
+
+    from kd_plugin.config import BatchPlan
+    from kd_plugin.training.assembly import resume_plan
+    from kd_plugin.training.checkpointing import check_compatible
+
+    def plan(**optim):
+        settings = dict(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, warmup_proportion=0.05,
+                        max_grad_norm=5.0)
+        config = SimpleNamespace(seed=1, optim=OptimSettings(**{**settings, **optim}))
+        data = SimpleNamespace(total_steps=100, corpus=SimpleNamespace(cache_path=SimpleNamespace(name="c")))
+        return resume_plan(config, BatchPlan(micro_batch_size=4, gradient_accumulation_steps=2, world_size=1), data)
+
+    check_compatible(plan(), plan())
+    for change, key in ((dict(lr=1e-4), "lr"), (dict(schedule_extra_step=True), "schedule_length"),
+                        (dict(warmup_proportion=0.1), "warmup_proportion")):
+        with pytest.raises(ConfigError, match=f"written with {key}=") as err:
+            check_compatible(plan(), plan(**change))
+        assert err.value.key == "resume"

@@ -2,7 +2,8 @@
 
 from kd_plugin.data.batching import LengthGroupedBatchSampler, collate_batch
 from kd_plugin.data.cleaning import CleaningStats, clean_corpus, normalize_text
-from kd_plugin.data.corpus import CORPORA, DEFAULT_CORPUS, load_corpus
+from kd_plugin.data.corpus import load_corpus
+from kd_plugin.data.corpus_sources import CORPORA, DEFAULT_CORPUS
 from kd_plugin.data.tokenized import (
     CHUNK_FEATURES,
     TokenizedCorpus,

@@ -137,13 +137,16 @@ class LengthGroupedBatchSampler:
         self.epoch, self.batches_consumed = self.epoch + 1, 0
 
 
-def collate_batch(examples: Sequence[Mapping], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``input_ids`` to the longest example in the batch.
+def collate_batch(examples: Sequence[Mapping], pad_token_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad ``input_ids`` to the longest example in the batch, rounded up to ``pad_to_multiple_of``.
 
     Returns ``input_ids`` (bs, max_len) LongTensor and ``attention_mask`` (bs, max_len) LongTensor, 1 on tokens.
+    A multiple of 8 keeps GPU matrix shapes tensor-core friendly and limits the number of distinct shapes; the
+    extra positions are padding, masked out of attention and of every loss.
     """
     sequences = [torch.as_tensor(example["input_ids"], dtype=torch.long) for example in examples]
-    max_len = max(len(s) for s in sequences)
+    longest = max(len(s) for s in sequences)
+    max_len = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(sequences), max_len), pad_token_id, dtype=torch.long)  # (bs, max_len)
     attention_mask = torch.zeros((len(sequences), max_len), dtype=torch.long)  # (bs, max_len)
     for row, sequence in enumerate(sequences):

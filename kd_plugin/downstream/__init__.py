@@ -9,7 +9,7 @@
     metrics.py        accuracy and the GLUE-style macro average
     size_speed.py     parameter counts and inference throughput, teacher vs student
     run_link.py       the distillation run an evaluation belongs to (MongoDB lookup)
-    run_config.py     validation of the finetune experiment's config
+    finetune_config.py FinetuneConfig: the finetune experiment's config, parsed and checked once
     evaluation.py     one evaluation run over several tasks (what experiments/finetune.py runs)
 """
 

@@ -34,9 +34,23 @@ def classification_outputs(student_logits: torch.Tensor, teacher_logits: torch.T
     )
 
 
-def _check_weight(value: object, key: str) -> float:
+def check_weight(value: object, key: str) -> float:
+    """A loss weight: a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigError(key, f"{value!r} is not a finite number >= 0", ">= 0")
+    return float(value)
+
+
+def check_weights_sum(alpha_task: float, alpha_ce: float, key_prefix: str = "distillation") -> None:
+    if alpha_task + alpha_ce == 0:
+        raise ConfigError(f"{key_prefix}.alpha_task", "alpha_task and alpha_ce are both 0: nothing to learn",
+                          "alpha_task + alpha_ce > 0")
+
+
+def check_temperature(value: object, key: str) -> float:
+    """The soft targets' temperature: a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(key, f"{value!r} is not > 0", "T > 0 (the paper: 2)")
     return float(value)
 
 
@@ -46,14 +60,11 @@ class FinetuneLoss(nn.Module):
     def __init__(self, alpha_task: float = 1.0, alpha_ce: float = 0.0, temperature: float = 1.0,
                  key_prefix: str = "distillation"):
         super().__init__()
-        self.alpha_task = _check_weight(alpha_task, f"{key_prefix}.alpha_task")
-        self.alpha_ce = _check_weight(alpha_ce, f"{key_prefix}.alpha_ce")
-        if self.alpha_task + self.alpha_ce == 0:
-            raise ConfigError(f"{key_prefix}.alpha_task", "alpha_task and alpha_ce are both 0: nothing to learn",
-                              "alpha_task + alpha_ce > 0")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ConfigError(f"{key_prefix}.T", f"{temperature!r} is not > 0", "T > 0 (the paper: 2)")
-        self.soft_targets = LOSS_TERMS.get("ce")("ce", _LOGITS_ONLY, float(temperature), rows="tokens")
+        self.alpha_task = check_weight(alpha_task, f"{key_prefix}.alpha_task")
+        self.alpha_ce = check_weight(alpha_ce, f"{key_prefix}.alpha_ce")
+        check_weights_sum(self.alpha_task, self.alpha_ce, key_prefix)
+        temperature = check_temperature(temperature, f"{key_prefix}.T")
+        self.soft_targets = LOSS_TERMS.get("ce")("ce", _LOGITS_ONLY, temperature, rows="tokens")
 
     @property
     def uses_teacher(self) -> bool:

@@ -1,13 +1,18 @@
 """One evaluation run: fine-tune the model on each task, score the test split, average like GLUE, and report size
 and speed against a reference (the teacher). The finetune experiment is a thin Sacred wrapper around
-:class:`DownstreamEvaluation`; this module knows nothing of Sacred beyond the ``log_scalar`` callable and the
-``info`` dict it is given.
+:class:`DownstreamEvaluation`, which takes the parsed :class:`~kd_plugin.downstream.finetune_config.FinetuneConfig`;
+this module knows nothing of Sacred beyond the ``log_scalar`` callable and the ``info`` dict it is given.
 
 Metrics logged (name, step): ``<task>/train_loss`` (and ``<task>/train_loss_task`` / ``_ce`` with a teacher) every
 ``log_every`` steps, ``<task>/validation_accuracy`` per epoch, ``<task>/test_accuracy``, ``macro_accuracy``;
 with a teacher also ``<task>/teacher_test_accuracy`` and ``teacher_macro_accuracy``. With a learning-rate grid
 (``lr`` a list) the training metrics of each try are under ``<task>/lr<value>/...``; the model with the best
 validation accuracy is the one scored on the test split (the test split never chooses anything).
+
+When the evaluated model is a folder with a kd_plugin model card (an exported student), a successful run adds its
+scores (per-task accuracy, macro average, this run's id, the speed-up) to that card
+(:func:`kd_plugin.export.model_card.add_downstream_results`); a card that cannot be updated is a warning, never
+a failed evaluation.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ from __future__ import annotations
 import gc
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import DatasetDict
 
+from kd_plugin.downstream.finetune_config import FinetuneConfig
 from kd_plugin.downstream.finetuning import encode, evaluate, predict_logits, train
 from kd_plugin.downstream.metrics import macro_average
 from kd_plugin.downstream.model_loading import (
@@ -31,10 +37,10 @@ from kd_plugin.downstream.model_loading import (
     load_finetuned_classifier,
     resolve_model,
 )
-from kd_plugin.downstream.run_config import finetune_loss, finetune_settings, learning_rates, speed_settings
 from kd_plugin.downstream.run_link import ResolvedModel, resolve_evaluated_model
 from kd_plugin.downstream.size_speed import compare
 from kd_plugin.downstream.tasks import label_names, load_task
+from kd_plugin.export.model_card import add_downstream_results
 from kd_plugin.teacher_catalogue import TeacherSource
 
 LogScalar = Callable[..., None]
@@ -47,16 +53,16 @@ def _truncate(data: DatasetDict, max_train: int | None, max_eval: int | None) ->
 
 
 class DownstreamEvaluation:
-    def __init__(self, cfg: Mapping[str, Any], log_scalar: LogScalar | None = None, info: dict | None = None,
-                 output_dir: Path | None = None):
-        self.cfg = cfg
+    def __init__(self, config: FinetuneConfig, log_scalar: LogScalar | None = None, info: dict | None = None,
+                 output_dir: Path | None = None, run_id: Any = None):
+        self.config = config
+        self.run_id = run_id  # the tracker's id of this evaluation run: named in the student's model card
         self.log_scalar = log_scalar or (lambda name, value, step=None: None)
         self.info = info if info is not None else {}
         self.output_dir = output_dir
-        self.settings = finetune_settings(cfg)
-        self.teacher_settings = finetune_settings(cfg, teacher=True)
-        self.loss_fn = finetune_loss(cfg)
-        self.teacher = cfg["distillation"]["teacher_model"]
+        self.training = config.training
+        self.loss_fn = config.distillation.loss()
+        self.teacher = config.distillation.teacher_model
 
     # ------------------------------------------------------------------ one task
     def _fit(self, task: str, source: TeacherSource, data: DatasetDict, names: list[str], teacher: bool,
@@ -65,17 +71,17 @@ class DownstreamEvaluation:
 
         With one learning rate (the default) this is plain fine-tuning. The test split is never looked at here.
         """
-        settings = self.teacher_settings if teacher else self.settings
-        lrs = learning_rates(self.cfg, teacher)
+        training = self.config.teacher_training if teacher else self.training
+        lrs = training.learning_rates
         key = "distillation.teacher_model" if teacher else "model"
         role = "teacher_" if teacher else ""
         best: tuple[float, LoadedModel, dict[str, Any]] | None = None
         grid: dict[str, float] = {}
         for lr in lrs:
-            loaded = load_classifier(source, names, self.cfg["seed"], key=key)
-            encoded = {k: encode(data[k], loaded, settings.max_seq_length) for k in ("train", "validation")}
+            loaded = load_classifier(source, names, training.seed, key=key)
+            encoded = {k: encode(data[k], loaded, training.max_seq_length) for k in ("train", "validation")}
             prefix = f"{task}/{role}" + (f"lr{lr:g}/" if len(lrs) > 1 else "")
-            summary = train(loaded, encoded["train"], replace(settings, lr=lr),
+            summary = train(loaded, encoded["train"], training.at(lr),
                             None if teacher else self.loss_fn, teacher_logits,
                             validation=encoded["validation"], log=self.log_scalar, prefix=prefix)
             summary.update(lr=lr, newly_initialised=loaded.newly_initialised)
@@ -102,12 +108,12 @@ class DownstreamEvaluation:
 
     def run_task(self, task: str, model: str) -> dict[str, Any]:
         t0 = time.perf_counter()
-        data = _truncate(load_task(task, self.cfg["split_seed"]), self.cfg["max_train_examples"],
-                         self.cfg["max_eval_examples"])
+        splits = self.config.splits
+        data = _truncate(load_task(task, splits.split_seed), splits.max_train_examples, splits.max_eval_examples)
         names = label_names(data)
         result: dict[str, Any] = {"n_labels": len(names), "labels": names,
                                   **{f"n_{split}": len(data[split]) for split in ("train", "validation", "test")}}
-        batch, max_len = self.settings.eval_batch_size, self.settings.max_seq_length
+        batch, max_len = self.training.eval_batch_size, self.training.max_seq_length
         teacher_logits = None
         if self.teacher is not None:
             teacher = self._teacher_for(task, data, names)
@@ -123,7 +129,7 @@ class DownstreamEvaluation:
         self.log_scalar(f"{task}/test_accuracy", result["accuracy"])
         result.update(validation_accuracy=summary["validation_accuracy_per_epoch"][-1], **summary,
                       seconds=time.perf_counter() - t0)
-        if self.cfg.get("save_models") and self.output_dir is not None:
+        if self.config.save_models and self.output_dir is not None:
             target = self.output_dir / "models" / task
             loaded.model.save_pretrained(target)
             loaded.tokenizer.save_pretrained(target)
@@ -133,8 +139,8 @@ class DownstreamEvaluation:
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
         threads = torch.get_num_threads()
-        if self.cfg.get("threads"):
-            torch.set_num_threads(self.cfg["threads"])
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         try:
             return self._run()
         finally:
@@ -142,11 +148,11 @@ class DownstreamEvaluation:
 
     def _run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        resolved: ResolvedModel = resolve_evaluated_model(self.cfg)
+        resolved: ResolvedModel = resolve_evaluated_model(self.config.source)
         self.info.update(resolved.info())
         print(f"[finetune] model {resolved.model!r}; distill run {resolved.distill_run_id!r} ({resolved.lookup})")
         tasks: dict[str, dict[str, Any]] = {}
-        for task in self.cfg["tasks"]:
+        for task in self.config.tasks:
             print(f"[finetune] task {task}")
             tasks[task] = self.run_task(task, resolved.model)
             line = f"[finetune] {task}: test accuracy {tasks[task]['accuracy']:.4f}"
@@ -167,7 +173,7 @@ class DownstreamEvaluation:
             self.log_scalar("teacher_macro_accuracy", result["teacher_macro_accuracy"])
         print(f"[finetune] macro accuracy {result['macro_accuracy']:.4f}")
         result["finetune_seconds"] = time.perf_counter() - t0
-        if self.cfg["size_speed"]["enabled"]:
+        if self.config.size_speed.enabled:
             result["size_speed"] = self.size_speed(resolved)
             self.info["size_speed"] = result["size_speed"]
         result["wall_seconds"] = time.perf_counter() - t0
@@ -175,11 +181,47 @@ class DownstreamEvaluation:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
             result["output_dir"] = str(self.output_dir.resolve())
+        self.update_model_card(resolved.model, result)
         return result
+
+    def downstream_scores(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """What the student's model card records of this run (see :class:`kd_plugin.export.StudentCard`)."""
+        scores: dict[str, Any] = {
+            "tasks": {task: r["accuracy"] for task, r in result["tasks"].items()},
+            "macro": result["macro_accuracy"],
+            "run_id": self.run_id,
+            "settings": {key: value for key, value in self._card_settings().items() if value is not None},
+        }
+        if "teacher_macro_accuracy" in result:
+            scores["teacher_macro"] = result["teacher_macro_accuracy"]
+            teacher = dict(self.teacher) if isinstance(self.teacher, Mapping) else self.teacher
+            scores["settings"]["distillation.teacher_model"] = str(teacher)
+        return scores
+
+    def _card_settings(self) -> dict[str, Any]:
+        """The settings a reader of the card needs to compare scores, under the config's keys."""
+        lrs = self.training.learning_rates
+        return {"epochs": self.training.epochs, "lr": lrs[0] if len(lrs) == 1 else list(lrs),
+                "max_train_examples": self.config.splits.max_train_examples,
+                "max_eval_examples": self.config.splits.max_eval_examples,
+                "split_seed": self.config.splits.split_seed}
+
+    def update_model_card(self, model: str, result: Mapping[str, Any]) -> None:
+        """Add this run's scores to ``model``'s kd_plugin model card, if it has one; warn if that fails."""
+        speed = result.get("size_speed") or {}
+        try:
+            path = add_downstream_results(model, self.downstream_scores(result), speed_up=speed.get("speedup"),
+                                          speed_up_reference=(speed.get("teacher") or {}).get("name"))
+        except Exception as exc:  # the card is a by-product: the evaluation's results stand without it
+            warnings.warn(f"the model card of {model} was not updated: {type(exc).__name__}: {exc}", stacklevel=2)
+            return
+        if path is not None:
+            self.info["model_card"] = str(path)
+            print(f"[finetune] scores added to the model card {path}")
 
     def size_speed_reference(self, resolved: ResolvedModel) -> str | None:
         """``size_speed.reference``, else the distillation teacher, else the distill run's teacher."""
-        reference = self.cfg["size_speed"]["reference"]
+        reference = self.config.size_speed.reference
         if reference is None and isinstance(self.teacher, str):
             reference = self.teacher
         if reference is None and resolved.distill_run is not None:
@@ -188,7 +230,7 @@ class DownstreamEvaluation:
 
     def size_speed(self, resolved: ResolvedModel) -> dict[str, Any]:
         reference = self.size_speed_reference(resolved)
-        report = compare(resolved.model, reference, speed_settings(self.cfg))
+        report = compare(resolved.model, reference, self.config.size_speed.speed)
         line = (f"[finetune] size/speed: {report['student']['parameters']['total']:,} parameters, "
                 f"{report['student']['sequences_per_second']:.1f} sequences/s")
         if reference is not None:

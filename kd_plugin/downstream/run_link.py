@@ -5,20 +5,76 @@ reachable, the run's document gives the student directory (``info.student_dir``,
 and its teacher (``config.teacher``, the size/speed reference). The id is recorded in the evaluation run's config
 and info in any case, so the analysis table can join the two runs even when no lookup was possible.
 
-Which database: ``distill_db.url`` / ``distill_db.name`` if set, else the database this evaluation run is saved to
-(the experiment's ``tracking`` choice: ``KD_MONGO_URL``, ``tracking.mongo_url``, else the embedded SecantusDB server
-if it is running; database ``KD_MONGO_DB``, ``tracking.db_name``, else ``kd_plugin``), so with the defaults a
-distill run and its evaluations are in one database and the lookup needs no setting. (Sacred's ``-m`` flag is not
-seen here: with it, give ``distill_db.url`` / ``distill_db.name`` too.)
+Which database: the one rule of :func:`kd_plugin.tracking.locations.resolve_database`, with ``distill_db.url`` /
+``distill_db.name`` as the explicit argument: ``distill_db.*``, else ``KD_MONGO_URL`` / ``KD_MONGO_DB``, else
+``tracking.mongo_url`` / ``tracking.db_name``, else the embedded SecantusDB server if it is running (a lookup never
+starts it) and ``kd_plugin``. That is the database this evaluation run is saved to, so with the defaults a distill
+run and its evaluations are in one database and the lookup needs no setting. (Sacred's ``-m`` flag is not seen
+here: with it, give ``distill_db.url`` / ``distill_db.name`` too.)
+
+``model``, ``distill_run_id``, ``distill_db.*`` and the ``tracking.*`` block arrive parsed, as a
+:class:`ModelSource` (part of :class:`kd_plugin.downstream.finetune_config.FinetuneConfig`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from kd_plugin import validation as values
 from kd_plugin.errors import ConfigError
+
+DISTILL_DB_KEYS = ("url", "name")
+
+
+@dataclass(frozen=True)
+class DistillDatabase:
+    """``distill_db.*``: where the distillation run is saved; null = where this evaluation run is saved."""
+
+    url: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model is evaluated: ``model``, else the student of the saved run ``distill_run_id``."""
+
+    model: str | None  # a directory, catalogue name or hub id
+    distill_run_id: int | str | None  # recorded with the run in any case (the analysis joins on it)
+    distill_db: DistillDatabase
+    tracking: Mapping[str, Any] = field(default_factory=dict)  # the experiment's tracking.* block (the database rule)
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> ModelSource:
+        """From the finetune config's top level (``model``, ``distill_run_id``, ``distill_db``, ``tracking``)."""
+        model = cfg.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ConfigError("model", f"{model!r} is not a model name or directory",
+                              "a directory, catalogue name or null")
+        run_id = cfg.get("distill_run_id")
+        if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, (int, str))):
+            raise ConfigError("distill_run_id", f"{run_id!r} is not a run id", "a Sacred run id (integer) or null")
+        db = cfg.get("distill_db") or {}
+        allowed = ", ".join(sorted(DISTILL_DB_KEYS))
+        if not isinstance(db, Mapping):
+            raise ConfigError("distill_db", f"{db!r} is not a mapping", allowed)
+        unknown = sorted(set(db) - set(DISTILL_DB_KEYS))
+        if unknown:
+            raise ConfigError(f"distill_db.{unknown[0]}", "unknown key", allowed)
+        tracking = cfg.get("tracking") or {}
+        if not isinstance(tracking, Mapping):
+            raise ConfigError("tracking", f"{tracking!r} is not a mapping", "tracking.mongo_url, tracking.db_name")
+        return cls(
+            model=model,
+            distill_run_id=run_id,
+            distill_db=DistillDatabase(
+                url=values.text(db.get("url"), "distill_db.url", allow_none=True, what="a MongoDB URL"),
+                name=values.text(db.get("name"), "distill_db.name", allow_none=True, what="a database name"),
+            ),
+            tracking=MappingProxyType(dict(tracking)),
+        )
 
 
 @dataclass(frozen=True)
@@ -43,25 +99,15 @@ class ResolvedModel:
                 "distill_run": None if run is None else dict(run.__dict__)}
 
 
-def distill_database(cfg: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(URL or None, database name) where the distillation run is looked for."""
-    from kd_plugin.tracking.embedded_db import get_running_server
-    from kd_plugin.tracking.locations import DEFAULT_DB_NAME, env_db_name
-    from kd_plugin.tracking.observers import choose_database
+def distill_database(source: ModelSource) -> tuple[str | None, str]:
+    """(URL or None, database name) where the distillation run is looked for (see the module docstring)."""
+    from kd_plugin.tracking.locations import resolve_database, resolve_db_name
 
-    db = dict(cfg.get("distill_db") or {})
-    tracking = dict(cfg.get("tracking") or {})
-    name = db.get("name") or env_db_name() or tracking.get("db_name") or DEFAULT_DB_NAME
-    if db.get("url"):
-        return db["url"], name
-    destination = choose_database(tracking)
-    if destination is not None:
-        return destination.url, name
-    try:
-        server = get_running_server()  # never started from here
-    except Exception:  # no executable, unreadable state: no database
-        server = None
-    return (server.url if server is not None else None), name
+    db, tracking = source.distill_db, dict(source.tracking)
+    destination = resolve_database(db.url, db.name, tracking, embedded="running", explicit="distill_db.url")
+    if destination is None:
+        return None, resolve_db_name(db.name, tracking)
+    return destination.url, destination.db_name
 
 
 def _id_candidates(run_id: Any) -> list[Any]:
@@ -88,9 +134,9 @@ def find_distill_run(run_id: Any, url: str, db_name: str, timeout_ms: int = 3000
                       (doc.get("config") or {}).get("teacher"))
 
 
-def resolve_evaluated_model(cfg: Mapping[str, Any]) -> ResolvedModel:
+def resolve_evaluated_model(source: ModelSource) -> ResolvedModel:
     """``model`` if given, else the student directory of ``distill_run_id``; a ConfigError when neither works."""
-    model, run_id = cfg.get("model"), cfg.get("distill_run_id")
+    model, run_id = source.model, source.distill_run_id
     if run_id is None:
         if model is None:
             raise ConfigError("model", "no model to evaluate", "a model directory or catalogue name, "
@@ -98,7 +144,7 @@ def resolve_evaluated_model(cfg: Mapping[str, Any]) -> ResolvedModel:
         return ResolvedModel(model, None, None, "no distill_run_id")
     from kd_plugin.tracking.credentials import mask_url  # never print or store a password
 
-    url, name = distill_database(cfg)
+    url, name = distill_database(source)
     run, lookup = None, "no database configured"
     if url is not None:
         try:

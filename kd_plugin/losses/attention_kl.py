@@ -30,7 +30,7 @@ class AttentionKL(LossTerm):
         super().__init__(name, dims, temperature)
         if dims.student_heads != dims.teacher_heads:
             raise ConfigError(
-                f"loss.weights.{name}",
+                f"loss_weights.{name}",  # renamed by the mixture to the key the weight was declared under
                 f"student has {dims.student_heads} attention heads and teacher {dims.teacher_heads}",
                 "attention_kl only between models with the same number of heads",
             )
@@ -41,11 +41,12 @@ class AttentionKL(LossTerm):
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
         if outputs.student_attentions is None or outputs.teacher_attentions is None:
             raise RuntimeError(f"loss term '{self.name}' needs attentions; the trainer did not request them")
-        queries = outputs.token_mask  # (bs, seq_len)
+        queries = outputs.token_row_index  # (n_tokens,) rows of real tokens in (bs * seq_len), from the host
         losses = []
         for s, t in self.pairs:
-            a_s = outputs.student_attentions[s - 1].float().transpose(1, 2)[queries]  # (n_tokens, heads, seq_len)
-            a_t = outputs.teacher_attentions[t - 1].float().transpose(1, 2)[queries]  # (n_tokens, heads, seq_len)
+            # (bs, heads, seq_len, seq_len) -> (bs * seq_len, heads, seq_len) -> (n_tokens, heads, seq_len)
+            a_s = outputs.student_attentions[s - 1].float().transpose(1, 2).flatten(0, 1).index_select(0, queries)
+            a_t = outputs.teacher_attentions[t - 1].float().transpose(1, 2).flatten(0, 1).index_select(0, queries)
             kl = (a_t * ((a_t + _EPS).log() - (a_s + _EPS).log())).sum(-1)  # (n_tokens, heads)
-            losses.append(kl.mean())
-        return torch.stack(losses).mean()
+            losses.append(kl.mean())  # ()
+        return torch.stack(losses).mean()  # () mean over layer pairs

@@ -54,12 +54,14 @@ class HiddenStateTerm(LossTerm):
         """Yield (student, teacher) hidden states of real tokens for each declared pair."""
         if outputs.student_hidden_states is None or outputs.teacher_hidden_states is None:
             raise RuntimeError(f"loss term '{self.name}' needs hidden states; the trainer did not request them")
-        tokens = outputs.token_mask  # (bs, seq_len)
+        tokens = outputs.token_row_index  # (n_tokens,)
         for i, (s, t) in enumerate(self.pairs):
-            s_hidden = outputs.student_hidden_states[s][tokens].float()  # (n_tokens, dim_s)
-            t_hidden = outputs.teacher_hidden_states[t][tokens].float()  # (n_tokens, dim_t)
+            s_hidden = outputs.student_hidden_states[s].flatten(0, 1).index_select(0, tokens).float()  # (n_tokens, dim_s)
+            t_hidden = outputs.teacher_hidden_states[t].flatten(0, 1).index_select(0, tokens).float()  # (n_tokens, dim_t)
             if self.projections is not None:
-                s_hidden = self.projections[i](s_hidden)  # (n_tokens, dim_t)
+                # the engine casts the projection to its 16-bit dtype under bf16/fp16: project in that dtype
+                projection = self.projections[i]
+                s_hidden = projection(s_hidden.to(projection.weight.dtype)).float()  # (n_tokens, dim_t)
             yield s_hidden, t_hidden
 
     def compare(self, s_hidden: torch.Tensor, t_hidden: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,9 @@ def resolve_layer_pairs(
     for pair in declared:
         if len(pair) != 2:
             raise ConfigError(key, f"{list(pair)} is not a [student_layer, teacher_layer] pair", "pairs of two ints")
-        s, t = int(pair[0]), int(pair[1])
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in pair):  # 2.7 must not become 2
+            raise ConfigError(key, f"{list(pair)} is not a pair of layer numbers", "pairs of two ints")
+        s, t = pair
         if not first_index <= s <= n_student:
             raise ConfigError(key, f"student layer {s} out of range", f"{first_index}..{n_student}")
         if not first_index <= t <= n_teacher:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from kd_plugin.losses.logit_kernels import logit_mse, select_rows
 from kd_plugin.losses.outputs import DistillationOutputs
-from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, select_rows
+from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, row_index
 
 
 @LOSS_TERMS.register("mse")
@@ -21,9 +22,7 @@ class LogitMSE(LossTerm):
         self.rows = check_rows(rows, f"loss_options.{name}.rows")
 
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
-        rows = select_rows(self.rows, outputs)  # (bs, seq_len)
-        s_logits = outputs.student_logits[rows].float()  # (n_rows, voc_size)
-        t_logits = outputs.teacher_logits[rows].float()  # (n_rows, voc_size)
-        if s_logits.shape[0] == 0:
-            return outputs.student_logits.sum() * 0.0
-        return (s_logits - t_logits).pow(2).sum() / s_logits.shape[0]
+        rows = row_index(self.rows, outputs)  # (n_rows,)
+        s_logits = select_rows(outputs.student_logits, rows)  # (n_rows, voc_size)
+        t_logits = select_rows(outputs.teacher_logits, rows)  # (n_rows, voc_size)
+        return logit_mse(s_logits, t_logits, outputs.logit_chunk_rows)  # ()

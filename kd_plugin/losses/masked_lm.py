@@ -1,10 +1,14 @@
-"""``mlm``: cross-entropy of the student's predictions at the masked positions (the hard-label loss)."""
+"""``mlm``: cross-entropy of the student's predictions at the masked positions (the hard-label loss).
+
+Only the masked rows go through the softmax (the public code ran it over every position and ignored the
+others: the same value at ~7x the work for 15 % masking).
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from kd_plugin.losses.logit_kernels import masked_lm_cross_entropy, select_rows
 from kd_plugin.losses.outputs import DistillationOutputs
 from kd_plugin.losses.term import LOSS_TERMS, LossTerm
 
@@ -12,8 +16,5 @@ from kd_plugin.losses.term import LOSS_TERMS, LossTerm
 @LOSS_TERMS.register("mlm")
 class MaskedLMCrossEntropy(LossTerm):
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
-        logits = outputs.student_logits  # (bs, seq_len, voc_size)
-        labels = outputs.mlm_labels  # (bs, seq_len)
-        if not bool(labels.ne(-100).any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        logits = select_rows(outputs.student_logits, outputs.masked_row_index)  # (n_masked, voc_size)
+        return masked_lm_cross_entropy(logits, outputs.masked_labels, outputs.logit_chunk_rows)  # ()

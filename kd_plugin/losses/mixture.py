@@ -15,36 +15,43 @@ import torch
 from torch import nn
 
 from kd_plugin.errors import ConfigError
-
-# Importing the term modules registers them.
-from kd_plugin.losses import attention_kl, cosine, hidden_mse, logit_mse, masked_lm, soft_targets  # noqa: F401
 from kd_plugin.losses.outputs import DistillationOutputs
-from kd_plugin.losses.term import LOSS_TERMS, ModelDims, check_options
+from kd_plugin.losses.term import LOSS_TERMS, OPTIONS_KEY, WEIGHTS_KEY, ModelDims, check_options
 
 
 @dataclass(frozen=True)
 class MixtureDeclaration:
-    """``weights``: term name -> alpha (>= 0); ``options``: term name -> keyword options of that term."""
+    """``weights``: term name -> alpha (>= 0); ``options``: term name -> keyword options of that term.
+
+    ``weight_keys`` maps a term to the config key its weight was declared under (``alpha_ce`` for the paper's
+    terms in ``experiments/distill.py``), so every error names the key the user typed; by default a term's
+    weight is ``loss_weights.<term>``.
+    """
 
     weights: Mapping[str, float]
     temperature: float = 2.0
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    weight_keys: Mapping[str, str] = field(default_factory=dict)
+    all_weights_key: str = WEIGHTS_KEY  # the key named when every weight is zero
+
+    def weight_key(self, name: str) -> str:
+        return self.weight_keys.get(name, f"{WEIGHTS_KEY}.{name}")
 
     def validate(self) -> None:
         """Checks that need no model: names, weights, temperature."""
         allowed = ", ".join(LOSS_TERMS.names())
         for name, weight in self.weights.items():
             if name not in LOSS_TERMS:
-                raise ConfigError("loss.weights", f"unknown loss term {name!r}", allowed)
+                raise ConfigError(self.weight_key(name), f"unknown loss term {name!r}", allowed)
             if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
-                raise ConfigError(f"loss.weights.{name}", f"weight {weight!r} is not a finite number", ">= 0")
+                raise ConfigError(self.weight_key(name), f"weight {weight!r} is not a finite number", ">= 0")
             if weight < 0:
-                raise ConfigError(f"loss.weights.{name}", f"negative weight {weight}", ">= 0")
+                raise ConfigError(self.weight_key(name), f"negative weight {weight}", ">= 0")
         if not any(w > 0 for w in self.weights.values()):
-            raise ConfigError("loss.weights", "all loss weights are zero", f"at least one > 0 among {allowed}")
+            raise ConfigError(self.all_weights_key, "all loss weights are zero", f"at least one > 0 among {allowed}")
         for name, options in self.options.items():
             if name not in LOSS_TERMS:
-                raise ConfigError("loss_options", f"options for unknown loss term {name!r}", allowed)
+                raise ConfigError(f"{OPTIONS_KEY}.{name}", f"options for unknown loss term {name!r}", allowed)
             check_options(name, dict(options))
         t = self.temperature
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
@@ -69,10 +76,12 @@ class LossMixture(nn.Module):
         options = dict(self.declaration.options.get(name, {}))
         try:
             return LOSS_TERMS.get(name)(name, dims, float(self.declaration.temperature), **options)
+        except ConfigError as err:
+            if err.key == f"{WEIGHTS_KEY}.{name}":  # "this term cannot apply here": name the key the user set
+                raise ConfigError(self.declaration.weight_key(name), err.problem, err.allowed) from None
+            raise
         except (TypeError, ValueError) as err:  # e.g. layers=3 instead of a list of pairs
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(f"loss_options.{name}", f"invalid options {options}: {err}",
+            raise ConfigError(f"{OPTIONS_KEY}.{name}", f"invalid options {options}: {err}",
                               f"{sorted(options)} as documented in kd_plugin/losses/") from None
 
     @property

@@ -13,6 +13,11 @@ class DistillationOutputs:
 
     Hidden states follow transformers' convention: index 0 is the embedding output, index i the output of
     layer i, so a tuple has ``n_layers + 1`` entries. They are ``None`` when no term asked for them.
+
+    Row indices: the trainer's data stream computes, on the host, which flat positions of the
+    ``(bs * seq_len)`` batch are real tokens and which are masked, and hands them over with the batch, so the
+    terms select rows with ``index_select`` and never call ``nonzero`` on the device (a host synchronisation on
+    CUDA). Without them (tests, downstream use) they are computed here from the masks.
     """
 
     student_logits: torch.Tensor  # (bs, seq_len, voc_size)
@@ -23,6 +28,9 @@ class DistillationOutputs:
     teacher_hidden_states: tuple[torch.Tensor, ...] | None = None  # each (bs, seq_len, dim_t)
     student_attentions: tuple[torch.Tensor, ...] | None = None  # each (bs, n_heads, seq_len, seq_len)
     teacher_attentions: tuple[torch.Tensor, ...] | None = None  # each (bs, n_heads, seq_len, seq_len)
+    token_rows: torch.Tensor | None = None  # (n_tokens,) flat indices of real tokens in bs * seq_len
+    masked_rows: torch.Tensor | None = None  # (n_masked,) flat indices of masked positions
+    logit_chunk_rows: int | None = None  # rows per chunk for the logit-level terms (memory); None = all
 
     @property
     def token_mask(self) -> torch.Tensor:
@@ -31,3 +39,22 @@ class DistillationOutputs:
     @property
     def masked_positions(self) -> torch.Tensor:
         return self.mlm_labels.ne(-100)  # (bs, seq_len)
+
+    @property
+    def token_row_index(self) -> torch.Tensor:
+        """(n_tokens,) flat indices of real (non-pad) tokens."""
+        if self.token_rows is not None:
+            return self.token_rows
+        return self.token_mask.flatten().nonzero().squeeze(1)
+
+    @property
+    def masked_row_index(self) -> torch.Tensor:
+        """(n_masked,) flat indices of the masked positions (the masked-LM targets)."""
+        if self.masked_rows is not None:
+            return self.masked_rows
+        return self.masked_positions.flatten().nonzero().squeeze(1)
+
+    @property
+    def masked_labels(self) -> torch.Tensor:
+        """(n_masked,) the original token ids at the masked positions, in ``masked_row_index`` order."""
+        return self.mlm_labels.flatten().index_select(0, self.masked_row_index)

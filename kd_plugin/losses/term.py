@@ -35,12 +35,11 @@ class LossTerm(nn.Module):
 
     ``needs`` tells the trainer which extra model outputs to request ("hidden_states", "attentions"), so
     hidden states are only materialised when some term reads them. Options come from the declaration
-    (``options.<name>.*`` in config) and are validated in ``__init__`` with ``ConfigError``.
+    (``loss_options.<name>.*`` in config) and are validated in ``__init__`` with ``ConfigError``.
     A term may own parameters (e.g. a projection); they are trained with the student.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
-    uses_temperature: ClassVar[bool] = False
 
     def __init__(self, name: str, dims: ModelDims, temperature: float, **options: Any):
         super().__init__()
@@ -56,6 +55,10 @@ class LossTerm(nn.Module):
 
 
 LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term")
+# The config keys terms are declared under: a term's weight is ``loss_weights.<name>`` (the mixture renames it
+# to the key actually used, e.g. ``alpha_ce``), its options ``loss_options.<name>.<option>``.
+WEIGHTS_KEY = "loss_weights"
+OPTIONS_KEY = "loss_options"
 
 _NOT_OPTIONS = ("self", "name", "dims", "temperature", "options")
 
@@ -87,6 +90,6 @@ def check_rows(rows: str, key: str) -> str:
     return rows
 
 
-def select_rows(rows: str, outputs: DistillationOutputs) -> torch.Tensor:
-    """All real tokens, or masked positions only."""
-    return outputs.token_mask if rows == "tokens" else outputs.masked_positions  # (bs, seq_len)
+def row_index(rows: str, outputs: DistillationOutputs) -> torch.Tensor:
+    """Flat indices of all real tokens, or of the masked positions only: (n_rows,)."""
+    return outputs.token_row_index if rows == "tokens" else outputs.masked_row_index

@@ -1,7 +1,11 @@
-"""Teacher preparation: recipes and cache keys (``recipes``), the prepare-once cache (``cache``), and the masked-LM
-fit itself (``mlm_training``, imported by experiments/prepare_teacher.py; not here, it needs the catalogue)."""
+"""Teacher preparation: recipes and cache keys (``recipes``), the experiment's config parsed once
+(``preparation_config``), the prepare-once cache (``cache``), the catalogue entries of the prepared teachers
+(``catalogue_entries``, registered on import), and the masked-LM fit itself (``mlm_training``, imported by
+experiments/prepare_teacher.py)."""
 
+from kd_plugin.preparation import catalogue_entries  # noqa: F401  (registers bert-tiny-prepared, minilm-l6-prepared)
 from kd_plugin.preparation.cache import ensure_prepared, locate, read_record
+from kd_plugin.preparation.preparation_config import PreparationConfig
 from kd_plugin.preparation.recipes import (
     BASE_RECIPE,
     PREPARED_TEACHERS,
@@ -9,12 +13,12 @@ from kd_plugin.preparation.recipes import (
     TEACHER_RECIPES,
     default_cache_root,
     recipe_for,
-    validate_preparation_config,
 )
 
 __all__ = [
     "BASE_RECIPE",
     "PREPARED_TEACHERS",
+    "PreparationConfig",
     "SMOKE",
     "TEACHER_RECIPES",
     "default_cache_root",
@@ -22,5 +26,4 @@ __all__ = [
     "locate",
     "read_record",
     "recipe_for",
-    "validate_preparation_config",
 ]

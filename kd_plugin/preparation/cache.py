@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.preparation.preparation_config import PreparationConfig
 from kd_plugin.preparation.recipes import (
-    PROJECT_ROOT,
     RECORD_FILE,
     deep_update,
     default_cache_root,
@@ -31,10 +31,11 @@ from kd_plugin.preparation.recipes import (
     prepared_dir_name,
     recipe_for,
     recipe_of,
-    validate_preparation_config,
 )
+from kd_plugin.runtime.paths import EXPERIMENTS, PROJECT_ROOT
+from kd_plugin.teacher_catalogue import resolve_teacher
 
-PREPARE_SCRIPT = PROJECT_ROOT / "experiments" / "prepare_teacher.py"
+PREPARE_SCRIPT = EXPERIMENTS / "prepare_teacher.py"
 # A launcher's world must not leak into the one-process preparation run (it would wait for absent ranks).
 LAUNCH_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                    "ROLE_WORLD_SIZE", "CROSS_RANK", "CROSS_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -57,8 +58,6 @@ class PreparedLocation:
 
 
 def teacher_source_id(teacher: str) -> str:
-    from kd_plugin.teacher_catalogue import resolve_teacher
-
     source = resolve_teacher(teacher)
     if source.package:
         return source.package
@@ -118,7 +117,7 @@ def ensure_prepared(
     """
     overrides = dict(overrides or {})
     recipe = recipe_for(teacher, overrides)
-    validate_preparation_config(deep_update(overrides, {"teacher": teacher, **recipe}))
+    PreparationConfig.from_dict(deep_update(overrides, {"teacher": teacher, **recipe}))  # refused before any compute
     root = Path(cache_root).expanduser() if cache_root else default_cache_root()
     where = locate(teacher, recipe, root)
     label = f"{teacher}-prepared"

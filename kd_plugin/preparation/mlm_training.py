@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -32,17 +31,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from kd_plugin.config.optim import OptimSettings
 from kd_plugin.data import LengthGroupedBatchSampler, build_tokenized_corpus, collate_batch, load_corpus
 from kd_plugin.evaluation import masked_lm_accuracy, masked_position_logits
-from kd_plugin.masking import IGNORE_INDEX, DynamicMasker, MaskingConfig
+from kd_plugin.masking import IGNORE_INDEX, DynamicMasker
+from kd_plugin.optimization import linear_warmup_decay, parameter_groups
 from kd_plugin.preparation.cache import corpus_fingerprint, locate, read_record, say
-from kd_plugin.preparation.recipes import RECORD_FILE, recipe_of, validate_preparation_config
+from kd_plugin.preparation.preparation_config import PreparationConfig, TrainingPhase
+from kd_plugin.preparation.recipes import RECORD_FILE
 from kd_plugin.teacher_catalogue import TeacherSource, resolve_teacher
 
 logger = logging.getLogger(__name__)
 
 LogScalar = Callable[[str, float, int], None]
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -104,22 +105,12 @@ def set_trainable(model: torch.nn.Module, phase: str) -> list[tuple[str, torch.n
     return params
 
 
-def build_optimizer(params: list[tuple[str, torch.nn.Parameter]], lr: float, optim: dict[str, Any], steps: int):
-    """AdamW (no weight decay on biases and LayerNorm weights) with linear warm-up then linear decay to 0."""
-    decay = [p for n, p in params if not n.endswith(NO_DECAY)]
-    no_decay = [p for n, p in params if n.endswith(NO_DECAY)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=tuple(optim["betas"]), eps=optim["eps"],
-    )
-    warmup = math.ceil(optim["warmup_proportion"] * steps)
-
-    def factor(step: int) -> float:  # step = optimizer steps taken so far
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def build_optimizer(params: list[tuple[str, torch.nn.Parameter]], optim: OptimSettings, steps: int):
+    """The distillation engine's recipe (:mod:`kd_plugin.optimization`): AdamW at ``optim.lr`` without weight decay
+    on biases and layer-norm weights, linear warm-up then linear decay to 0 (transformers' schedule)."""
+    optimizer = torch.optim.AdamW(parameter_groups(params, optim.weight_decay, optim.no_decay), lr=optim.lr,
+                                  betas=optim.betas, eps=optim.eps)
+    return optimizer, linear_warmup_decay(steps, optim.warmup_proportion)(optimizer)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -147,11 +138,12 @@ def mlm_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: to
     return loss, int((logits.argmax(-1) == gold).sum()), int(gold.numel())
 
 
-def train_phase(model, batches, phase: str, steps: int, lr: float, optim: dict[str, Any], *, desc: str,
-                log_scalar: LogScalar | None, log_every: int, step_offset: int, progress_bar: bool) -> dict[str, Any]:
-    """``steps`` optimizer steps of masked-LM training on the ``phase`` parameters ("head" or "full")."""
-    params = set_trainable(model, phase)
-    optimizer, scheduler = build_optimizer(params, lr, optim, steps)
+def train_phase(model, batches, phase: TrainingPhase, *, desc: str, log_scalar: LogScalar | None, log_every: int,
+                step_offset: int, progress_bar: bool) -> dict[str, Any]:
+    """``phase.steps`` optimizer steps of masked-LM training on the phase's parameters ("head" or "full")."""
+    steps, optim = phase.steps, phase.optim
+    params = set_trainable(model, phase.name)
+    optimizer, scheduler = build_optimizer(params, optim, steps)
     trainable = [p for _, p in params]
     model.train()
     started = time.perf_counter()
@@ -163,7 +155,7 @@ def train_phase(model, batches, phase: str, steps: int, lr: float, optim: dict[s
         loss, correct, masked = mlm_loss(model, input_ids, attention_mask, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim["max_grad_norm"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
         window["loss"] += float(loss.detach())
@@ -175,7 +167,7 @@ def train_phase(model, batches, phase: str, steps: int, lr: float, optim: dict[s
                     "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
             if log_scalar is not None:
                 for name, value in last.items():
-                    log_scalar(f"{phase}.{name}", value, step_offset + step)
+                    log_scalar(f"{phase.name}.{name}", value, step_offset + step)
             window = {"loss": 0.0, "correct": 0, "masked": 0, "n": 0}
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}")
         bar.update(1)
@@ -188,37 +180,33 @@ def train_phase(model, batches, phase: str, steps: int, lr: float, optim: dict[s
 # ------------------------------------------------------------------------------------------------ the run
 
 
-def prepare_teacher(config: dict[str, Any], log_scalar: LogScalar | None = None, info: dict[str, Any] | None = None,
-                    run_id: Any = None) -> dict[str, Any]:
-    """Run one preparation from an experiment config (see experiments/prepare_teacher.py); returns the result."""
-    validate_preparation_config(config)
+def prepare_teacher(config: PreparationConfig, log_scalar: LogScalar | None = None,
+                    info: dict[str, Any] | None = None, run_id: Any = None) -> dict[str, Any]:
+    """Run one preparation (see experiments/prepare_teacher.py); returns the result."""
     started, cpu_started, load_started = time.perf_counter(), time.process_time(), _load_average()
     info = info if info is not None else {}
-    recipe = recipe_of(config)
-    data, teacher = recipe["data"], config["teacher"]
+    recipe, data, teacher = config.recipe, config.data, config.teacher
     source = resolve_teacher(teacher)
-    where = locate(teacher, recipe, config.get("cache_root"), fingerprint=corpus_fingerprint(data))
-    target = Path(config["output_dir"]) if config.get("output_dir") else where.directory
+    where = locate(teacher, recipe, config.cache_root, fingerprint=corpus_fingerprint(recipe["data"]))
+    target = config.output_dir or where.directory
     info.update(prepared_dir=str(target), key=where.key, teacher_source=where.teacher_source)
-    if (target / RECORD_FILE).is_file() and not config.get("overwrite", False):
+    if (target / RECORD_FILE).is_file() and not config.overwrite:
         say(f"{target} already holds this preparation (overwrite=True to redo it); nothing to do")
         return dict(read_record(target)["result"], reused=True)
 
-    model, tokenizer, head_initialised = load_base_teacher(source, recipe["seed"])
-    corpus = load_corpus(data["corpus"], sample_by=data["sample_by"])
-    if data["max_documents"]:
-        corpus = corpus.select(range(min(data["max_documents"], len(corpus))))
-    tokenized = build_tokenized_corpus(corpus, tokenizer, data["max_seq_length"], config["data"]["cache_dir"],
-                                       data["held_out_fraction"])
+    model, tokenizer, head_initialised = load_base_teacher(source, config.seed)
+    corpus = load_corpus(data.corpus, sample_by=data.sample_by)
+    if data.max_documents:
+        corpus = corpus.select(range(min(data.max_documents, len(corpus))))
+    tokenized = build_tokenized_corpus(corpus, tokenizer, data.max_seq_length, data.cache_dir, data.held_out_fraction)
     if len(tokenized.held_out) == 0:
         raise RuntimeError("the held-out split is empty: raise data.held_out_fraction or data.max_documents")
-    evaluation = config.get("evaluation", {})
+    evaluation = config.evaluation
 
     def evaluate(moment: str, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        result = masked_lm_accuracy(model, tokenized.held_out, tokenizer,
-                                    max_sequences=evaluation.get("max_sequences"),
-                                    batch_size=evaluation.get("batch_size", 32), seed=evaluation.get("seed", 0))
+        result = masked_lm_accuracy(model, tokenized.held_out, tokenizer, max_sequences=evaluation.max_sequences,
+                                    batch_size=evaluation.batch_size, seed=evaluation.seed)
         result["wall_seconds"] = time.perf_counter() - t0
         say(f"held-out masked-token accuracy {moment}: {100 * result['accuracy']:.2f}% "
             f"(loss {result['loss']:.3f}, {result['n_masked']} masked tokens in {result['n_sequences']} sequences)")
@@ -230,21 +218,20 @@ def prepare_teacher(config: dict[str, Any], log_scalar: LogScalar | None = None,
     accuracy = {"before": evaluate("before (as shipped" + (", fresh head)" if head_initialised else ")"), 0)}
     info["accuracy"] = accuracy
     batches = masked_batches(tokenized.train, tokenizer, DynamicMasker(
-        MaskingConfig(**recipe["masking"]), vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
+        config.masking, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
         pad_token_id=tokenizer.pad_token_id, special_token_ids=tokenizer.all_special_ids,
-        token_counts=tokenized.token_counts), recipe["batch_size"], recipe["seed"])
+        token_counts=tokenized.token_counts), config.batch_size, config.seed)
     phases: dict[str, Any] = {}
-    common = {"log_scalar": log_scalar, "log_every": config.get("log_every", 10),
-              "progress_bar": config.get("progress_bar", True)}
-    head_steps, full_steps = recipe["train_head_only_steps"], recipe["steps"]
+    common = {"log_scalar": log_scalar, "log_every": config.log_every, "progress_bar": config.progress_bar}
+    head_steps, full_steps = config.head.steps, config.full.steps
     if head_steps:
-        phases["head"] = train_phase(model, batches, "head", head_steps, recipe["head_lr"], recipe["optim"],
-                                     desc=f"prepare {source.name}: MLM head only", step_offset=0, **common)
+        phases["head"] = train_phase(model, batches, config.head, desc=f"prepare {source.name}: MLM head only",
+                                     step_offset=0, **common)
         if full_steps:
             accuracy["after_head"] = evaluate("after the head-only phase", head_steps)
     if full_steps:
-        phases["full"] = train_phase(model, batches, "full", full_steps, recipe["lr"], recipe["optim"],
-                                     desc=f"prepare {source.name}: full model", step_offset=head_steps, **common)
+        phases["full"] = train_phase(model, batches, config.full, desc=f"prepare {source.name}: full model",
+                                     step_offset=head_steps, **common)
     accuracy["after"] = evaluate("after", head_steps + full_steps)
     model.eval()
 
@@ -270,8 +257,8 @@ def prepare_teacher(config: dict[str, Any], log_scalar: LogScalar | None = None,
         "teacher_source": where.teacher_source,
         "corpus_fingerprint": where.corpus_fingerprint,
         "key": where.key,
-        "recipe": recipe,
-        "config": {k: v for k, v in config.items() if k != "tracking"},  # no database URL in the cache
+        "recipe": dict(recipe),
+        "config": {k: v for k, v in config.raw.items() if k != "tracking"},  # no database URL in the cache
         "accuracy": accuracy,
         "phases": phases,
         "data": dict(tokenized.stats, cache=str(tokenized.cache_path)),

@@ -8,7 +8,8 @@ manual run and a catalogue-triggered run with the same values land in the same c
     <cache_root>/<teacher>-prepared-<key>/      key = sha256(format, recipe, corpus fingerprint, teacher source)[:12]
 
 Settings that do not change the weights (evaluation size, cache locations, progress bar) are not in the recipe.
-This module imports no torch / transformers: the catalogue and the config hook use it before any compute.
+The checks of a whole preparation config are :class:`kd_plugin.preparation.preparation_config.PreparationConfig`;
+its ``recipe`` is what is hashed here, the values exactly as given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
-from kd_plugin.training.run_config import check_adamw_settings
+from kd_plugin.runtime.paths import CACHE
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
 RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
-FORMAT_VERSION = 2  # bump when the preparation code changes what a recipe produces (2: hashed held-out split)
+FORMAT_VERSION = 3  # bump when the preparation code changes what a recipe produces
+# (2: hashed held-out split; 3: the distillation engine's optimizer groups and schedule, kd_plugin.optimization)
 
 BASE_RECIPE: dict[str, Any] = {
     "seed": 42,  # head initialisation, data order, masks (the held-out split hashes documents: seed-independent)
@@ -55,7 +55,8 @@ BASE_RECIPE: dict[str, Any] = {
 # Per base teacher. bert-tiny, measured here (held-out masked-token accuracy, shipped 5.4 %): 600 full-model steps
 # reach 37.0 % at lr 1e-3 and 35.4 % at lr 3e-4. A step (32 x <=128 tokens) takes ~0.23 s on 2 idle cores
 # (~0.44 s of CPU on one), so the default preparation takes ~2.5-3 min on an idle machine; more when the cores are
-# shared. minilm-l6 follows FIELD_NOTES §4 (head 600 steps, then full 300 steps): ~1.6 s of CPU per head-only step
+# shared. minilm-l6 (no MLM head as shipped) trains a fresh head 600 steps, then the full model 300 steps (a head alone
+# reached only 11.6 % masked-token accuracy; the full steps bring it to ~36 %): ~1.6 s of CPU per head-only step
 # and ~2.6 s per full step, i.e. roughly half an hour.
 TEACHER_RECIPES: dict[str, dict[str, Any]] = {
     "bert-tiny": {"train_head_only_steps": 0, "steps": 600, "lr": 1e-3},
@@ -137,7 +138,7 @@ def preparation_key(recipe: Mapping[str, Any], corpus_fingerprint: str, teacher_
 def default_cache_root() -> Path:
     """``$KD_TEACHER_CACHE`` if set, else ``<project>/.cache/teachers``."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else PROJECT_ROOT / ".cache" / "teachers"
+    return Path(env).expanduser() if env else CACHE / "teachers"
 
 
 def prepared_dir_name(teacher: str, key: str) -> str:
@@ -145,64 +146,3 @@ def prepared_dir_name(teacher: str, key: str) -> str:
     stem = Path(teacher).name if ("/" in teacher or os.sep in teacher) else teacher
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "teacher"
     return f"{stem}-prepared-{key}"
-
-
-# ------------------------------------------------------------------------------------------------ checks
-
-
-def _int(value: Any, key: str, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        allowed = f">= {minimum}" + (" or null" if allow_none else "")
-        raise ConfigError(key, f"{value!r} is not an integer >= {minimum}", allowed)
-
-
-def _float(value: Any, key: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        raise ConfigError(key, f"{value!r} is out of range",
-                          f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
-
-
-def validate_preparation_config(config: Mapping[str, Any]) -> None:
-    """Reject a bad preparation config with a ConfigError naming the key, before anything is loaded."""
-    from kd_plugin.masking import MaskingConfig  # torch, but no model: still cheap next to a preparation
-
-    teacher = config.get("teacher")
-    if not isinstance(teacher, str) or not teacher:
-        raise ConfigError("teacher", f"{teacher!r}", "bert-tiny, minilm-l6, or a local BERT directory")
-    if teacher in PREPARED_TEACHERS:
-        raise ConfigError("teacher", f"{teacher!r} is already a prepared teacher",
-                          f"its base teacher {PREPARED_TEACHERS[teacher]!r}, or another base teacher")
-    if teacher in NOT_PREPARABLE:
-        raise ConfigError("teacher", f"{teacher!r}: {NOT_PREPARABLE[teacher]}",
-                          "bert-tiny, minilm-l6, a local BERT directory")
-    recipe = recipe_of(config)
-    _int(recipe["seed"], "seed", 0)
-    data = recipe["data"]
-    if not isinstance(data["corpus"], str) or not data["corpus"]:
-        raise ConfigError("data.corpus", f"{data['corpus']!r}", "a corpus name, a local path, or a hub dataset id")
-    _int(data["max_seq_length"], "data.max_seq_length", 8)
-    if data["max_seq_length"] > 512:
-        raise ConfigError("data.max_seq_length", f"{data['max_seq_length']} exceeds BERT's 512 positions", "8..512")
-    _float(data["held_out_fraction"], "data.held_out_fraction", 0.0, 1.0, low_open=True, high_open=True)
-    _int(data["max_documents"], "data.max_documents", 2, allow_none=True)
-    if data["sample_by"] not in ("line", "paragraph"):
-        raise ConfigError("data.sample_by", f"{data['sample_by']!r}", "line, paragraph")
-    MaskingConfig(**recipe["masking"]).validate()
-    _int(recipe["batch_size"], "batch_size", 1)
-    _int(recipe["train_head_only_steps"], "train_head_only_steps", 0)
-    _int(recipe["steps"], "steps", 0)
-    if recipe["train_head_only_steps"] + recipe["steps"] == 0:
-        raise ConfigError("steps", "train_head_only_steps + steps is 0: nothing would be trained", "a total >= 1")
-    _float(recipe["head_lr"], "head_lr", 0.0, 1.0, low_open=True)
-    _float(recipe["lr"], "lr", 0.0, 1.0, low_open=True)
-    check_adamw_settings(recipe["optim"], clipping_may_be_zero=False)  # preparation always clips
-
-    evaluation = config.get("evaluation", {})
-    _int(evaluation.get("max_sequences"), "evaluation.max_sequences", 1, allow_none=True)
-    _int(evaluation.get("batch_size", 1), "evaluation.batch_size", 1)
-    _int(evaluation.get("seed", 0), "evaluation.seed", 0)
-    _int(config.get("log_every", 1), "log_every", 1)

@@ -48,6 +48,7 @@ from transformers import DistilBertConfig, DistilBertForMaskedLM, PreTrainedMode
 
 from kd_plugin.errors import ConfigError
 from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
+from kd_plugin.student.requirements import ModelRequirements, apply_to_student
 
 TEACHER_KEY = "teacher"
 SUPPORTED_ACTIVATIONS = ("gelu", "relu")
@@ -252,13 +253,15 @@ def build_student(
     n_layers: int | None = None,
     fold_token_type_embedding: bool = True,
     seed: int | None = None,
+    requirements: ModelRequirements | None = None,
 ) -> tuple[DistilBertForMaskedLM, StudentSummary]:
     """A DistilBERT masked-LM student initialised from ``teacher`` (see the module docstring for the mapping).
 
     ``strategy`` / ``n_layers`` are the ``student.layers`` / ``student.n_layers`` declarations
     (see ``select_layers``). ``seed`` seeds the fresh initialisation without touching the global RNG; it only
     matters for ``random_init``, since every other strategy overwrites every student weight. The student has
-    the teacher's dtype and device and is returned in eval mode, like ``from_pretrained``.
+    the teacher's dtype and device and is returned in eval mode, like ``from_pretrained``. ``requirements``
+    (what the loss terms read, see :mod:`kd_plugin.student.requirements`) are applied to it.
     """
     parts = _teacher_parts(teacher)
     teacher_layers = len(parts.layers)
@@ -282,6 +285,8 @@ def build_student(
     folded = fold_token_type_embedding and bool(layers)
     if layers:
         _copy_from_teacher(student, parts, layers, folded)
+    if requirements is not None:
+        apply_to_student(student, requirements)
     student.eval()
 
     summary = StudentSummary(

@@ -15,7 +15,10 @@ Where things live (``<data_dir>`` is :func:`default_data_dir` unless given):
 The server is started detached (its own session), so it outlives the Python process that started it and
 every later process (another experiment, a notebook, a second rank) reuses it through the state file. Only one
 server can open a data directory at a time; :func:`ensure_embedded_server` guarantees that concurrent callers
-end up sharing exactly one. It is stopped only by :func:`stop_embedded_server` (or the ``stop`` command)::
+end up sharing exactly one. Who starts it: the writers of runs (an experiment run, the import command) when it
+is their destination by :func:`kd_plugin.tracking.locations.resolve_database`, or you with ``start``; readers
+(the analysis, a finetune run's lookup of its distillation run) only use it while it runs. It is stopped only by
+:func:`stop_embedded_server` (or the ``stop`` command)::
 
     python -m kd_plugin.tracking.embedded_db start    # start or reuse; prints data location and URL
     python -m kd_plugin.tracking.embedded_db url      # start or reuse; prints only the URL (for scripts)
@@ -44,6 +47,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from kd_plugin.runtime.paths import SECANTUS_VENV
+from kd_plugin.runtime.ports import free_port
 
 HOST = "127.0.0.1"
 STATE_FILE_NAME = "kd_server.json"
@@ -99,11 +105,6 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "kd_plugin" / "secantusdb"
 
 
-def _project_root() -> Path:
-    """The directory that contains the ``kd_plugin`` package directory."""
-    return Path(__file__).resolve().parents[2]
-
-
 def find_server_executable() -> Path | None:
     """Path of ``secantusd-py``, or None if it cannot be found.
 
@@ -114,7 +115,7 @@ def find_server_executable() -> Path | None:
     env = os.environ.get(ENV_EXECUTABLE)
     if env:
         return Path(env).expanduser()
-    candidate = _project_root() / ".venv-secantus" / "bin" / EXECUTABLE_NAME
+    candidate = SECANTUS_VENV / "bin" / EXECUTABLE_NAME
     if candidate.is_file():
         return candidate
     found = shutil.which(EXECUTABLE_NAME)
@@ -207,12 +208,6 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _log_tail(log_path: Path, offset: int, lines: int = 15) -> str:
@@ -392,7 +387,7 @@ def _start_server(data: Path, port: int | None, timeout: float) -> EmbeddedServe
     if exe is None:
         raise EmbeddedServerUnavailable(
             f"SecantusDB server executable not found: no ${ENV_EXECUTABLE}, no "
-            f"{_project_root() / '.venv-secantus' / 'bin' / EXECUTABLE_NAME}, and no {EXECUTABLE_NAME} on PATH. "
+            f"{SECANTUS_VENV / 'bin' / EXECUTABLE_NAME}, and no {EXECUTABLE_NAME} on PATH. "
             f"Install secantusdb in its own venv (pip install secantusdb==0.7.0b3) or set ${ENV_EXECUTABLE}."
         )
     source = f"${ENV_EXECUTABLE}" if os.environ.get(ENV_EXECUTABLE) else "found"
@@ -414,7 +409,7 @@ def _start_server(data: Path, port: int | None, timeout: float) -> EmbeddedServe
         )
     attempts = 1 if port is not None else _PORT_ATTEMPTS
     for attempt in range(1, attempts + 1):
-        use_port = port if port is not None else _free_port()
+        use_port = port if port is not None else free_port(HOST)
         cmd = [str(exe), "--host", HOST, "--port", str(use_port), "--storage-path", str(storage)]
         with open(log_path, "ab") as log:
             offset = log.tell()

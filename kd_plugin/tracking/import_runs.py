@@ -12,8 +12,10 @@ Each PATH is searched (recursively) for:
 
 Importing is idempotent: every imported run records where it came from (``kd_tracking.run_key``), and a second
 import of the same source updates that run (metrics and artifacts included) instead of adding a copy.
-Database: ``--url``, else ``KD_MONGO_URL``, else the embedded SecantusDB server (started if needed); database
-name: ``--db``, else the one a journal was meant for, else ``KD_MONGO_DB``, else ``kd_plugin``.
+Database: the rule of :func:`kd_plugin.tracking.locations.resolve_database` with ``--url``/``--db`` as the explicit
+argument: ``--url``, else ``KD_MONGO_URL``, else the embedded SecantusDB server (started if needed: importing
+writes runs, like an experiment does); database name: ``--db``, else ``KD_MONGO_DB``, else ``kd_plugin``. A
+journal records the database its run had resolved to; that name stands in for ``--db`` for that journal.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from sacred.observers.mongo import MongoObserver, mimetype_detector
 
 from kd_plugin.tracking import embedded_db
 from kd_plugin.tracking.credentials import mask_url
+from kd_plugin.tracking.dead_runs import mark_dead_runs
 from kd_plugin.tracking.journal import Journal, is_journal_dir
-from kd_plugin.tracking.locations import DEFAULT_DB_NAME, env_db_name, env_mongo_url
+from kd_plugin.tracking.locations import DEFAULT_DB_NAME, resolve_database, resolve_db_name
 from kd_plugin.tracking.output_budget import filter_captured_output
 from kd_plugin.tracking.run_record import RUNS, RunRecord, md5_of
 
@@ -204,7 +207,7 @@ def import_item(kind: str, path: Path, db_for, db_name: str | None) -> ImportRes
             record.write_to(db)
             journal.remove()  # a journal holds only what the database lacked; now it lacks nothing
         else:
-            name = db_name or env_db_name() or DEFAULT_DB_NAME
+            name = resolve_db_name(db_name)
             db = db_for(name)
             if kind == FILE_STORAGE:
                 record = record_from_file_storage(path, name)
@@ -222,17 +225,26 @@ def import_item(kind: str, path: Path, db_for, db_name: str | None) -> ImportRes
 
 
 def import_paths(paths: list[str | os.PathLike], client: pymongo.MongoClient, db_name: str | None = None) -> list[ImportResult]:
+    """Import every item under ``paths``. A record left RUNNING by a killed process (its files say RUNNING
+    forever) is then marked DIED by the rule of :mod:`kd_plugin.tracking.dead_runs`, not shown alive."""
     items = [item for path in paths for item in discover(path)]
-    return [import_item(kind, path, lambda name: client[name], db_name) for kind, path in items]
+    touched: dict[str, Database] = {}
+
+    def db_for(name: str) -> Database:
+        return touched.setdefault(name, client[name])
+
+    results = [import_item(kind, path, db_for, db_name) for kind, path in items]
+    for db in touched.values():
+        mark_dead_runs(db)
+    return results
 
 
 def _resolve_url(url: str | None) -> tuple[str, str]:
-    if url:
-        return url, "--url"
-    if env_mongo_url():
-        return env_mongo_url(), "KD_MONGO_URL"
-    server = embedded_db.ensure_embedded_server()
-    return server.url, f"embedded SecantusDB, data in {server.data_dir}"
+    """(URL, where it came from) by :func:`resolve_database`; the embedded server is started if it is the one."""
+    destination = resolve_database(url, embedded="start", explicit="--url")
+    if destination.server is not None:
+        return destination.url, f"{destination.source}, data in {destination.server.data_dir}"
+    return destination.url, destination.source
 
 
 def main(argv: list[str] | None = None) -> int:

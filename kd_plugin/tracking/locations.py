@@ -1,8 +1,22 @@
-"""Where runs go: the environment variables that choose the database, and the local directories.
+"""Where runs go: the one rule that picks the database, and the local directories for what missed it.
 
-* ``KD_MONGO_URL``  a MongoDB URL; the runs go there (``KD_MONGO_DB`` names the database, default ``kd_plugin``);
-* ``KD_DB_DIR``     data directory of the embedded SecantusDB server used when nothing else is configured
-  (see :mod:`kd_plugin.tracking.embedded_db`);
+**The rule** (:func:`resolve_database`; every reader and writer of runs uses it): the URL and the database name
+are each taken from the first of
+
+1. an explicit argument: a command's ``--url``/``--db``, a function's ``url``/``db`` argument, a finetune run's
+   ``distill_db.url``/``distill_db.name``; for an experiment run, Sacred's own ``-m HOST:PORT:DB`` flag (Sacred's
+   MongoObserver then records the run and this function is not asked at all);
+2. the environment: ``KD_MONGO_URL`` / ``KD_MONGO_DB``;
+3. the run's config: ``tracking.mongo_url`` / ``tracking.db_name``;
+4. the default: the embedded SecantusDB server (:mod:`kd_plugin.tracking.embedded_db`, data in ``KD_DB_DIR``) /
+   ``kd_plugin``.
+
+Whether step 4 may *start* that server is the caller's explicit choice (``embedded="start"``: the experiments'
+observers and the import command); by default it is only used when it is already running, so reading runs
+(analysis, a finetune run's lookup of its distillation run) never starts a server.
+
+Local directories:
+
 * ``KD_RUNS_DIR``   local directory for what could not reach a database (default ``<project>/runs``):
   ``pending/``       journals of runs whose database went away, and Sacred's ``sacred_mongo_fail_*.pickle``;
   ``file_storage/``  Sacred FileStorageObserver runs, written when no database could be started at all.
@@ -14,23 +28,29 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+
+from kd_plugin.runtime.paths import PROJECT_ROOT
+from kd_plugin.tracking import embedded_db
+from kd_plugin.tracking.credentials import mask_url
 
 ENV_MONGO_URL = "KD_MONGO_URL"
 ENV_MONGO_DB = "KD_MONGO_DB"
 ENV_RUNS_DIR = "KD_RUNS_DIR"
 DEFAULT_DB_NAME = "kd_plugin"
-
-
-def project_root() -> Path:
-    """The directory that contains the ``kd_plugin`` package directory."""
-    return Path(__file__).resolve().parents[2]
+# Who chose a Destination's URL (``Destination.source``), for messages.
+CONFIG_SOURCE = "config tracking.mongo_url"
+EMBEDDED_SOURCE = "embedded SecantusDB"
+EMBEDDED_START_COMMAND = "python -m kd_plugin.tracking.embedded_db start"
 
 
 def runs_dir() -> Path:
     """``$KD_RUNS_DIR`` if set (and non-empty), else ``<project>/runs`` (ignored by git)."""
     env = os.environ.get(ENV_RUNS_DIR)
-    return Path(env).expanduser() if env else project_root() / "runs"
+    return Path(env).expanduser() if env else PROJECT_ROOT / "runs"
 
 
 def pending_dir() -> Path:
@@ -49,6 +69,80 @@ def env_mongo_url() -> str | None:
 
 def env_db_name() -> str | None:
     return os.environ.get(ENV_MONGO_DB) or None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A MongoDB database that runs are saved in or read from; ``source`` says who chose the URL (for messages):
+    the explicit argument's name, ``KD_MONGO_URL``, :data:`CONFIG_SOURCE` or :data:`EMBEDDED_SOURCE`."""
+
+    url: str
+    db_name: str
+    source: str
+    server: embedded_db.EmbeddedServer | None = None  # the embedded server, when it is the destination
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+
+def resolve_db_name(db_name: str | None = None, tracking: Mapping[str, Any] | None = None) -> str:
+    """The database name by the rule (module docstring): ``db_name``, ``KD_MONGO_DB``, ``tracking.db_name``,
+    else ``kd_plugin``."""
+    return db_name or env_db_name() or (tracking or {}).get("db_name") or DEFAULT_DB_NAME
+
+
+def resolve_database(
+    url: str | None = None,
+    db_name: str | None = None,
+    tracking: Mapping[str, Any] | None = None,
+    *,
+    embedded: Literal["running", "start", "never"] = "running",
+    explicit: str = "argument",
+) -> Destination | None:
+    """Where runs go, by the one rule of this module: explicit argument > ``KD_MONGO_URL``/``KD_MONGO_DB`` >
+    config ``tracking.mongo_url``/``tracking.db_name`` > the embedded SecantusDB server / ``kd_plugin``.
+
+    URL and name are resolved independently (``KD_MONGO_DB`` names the database of a ``tracking.mongo_url``).
+    ``explicit`` names the explicit argument in ``Destination.source`` (e.g. ``"--url"``).
+
+    ``embedded`` says what happens when no URL is configured:
+
+    * ``"running"`` (default): the embedded server if it is already running, else None; never starts it;
+    * ``"start"``: start it, or reuse it (raises :class:`~kd_plugin.tracking.embedded_db.EmbeddedServerUnavailable`
+      if it cannot be started);
+    * ``"never"``: None (the caller leaves the choice to the process that writes the runs).
+    """
+    tracking = tracking or {}
+    name = resolve_db_name(db_name, tracking)
+    if url:
+        return Destination(str(url), name, explicit)
+    if env_mongo_url():
+        return Destination(env_mongo_url(), name, ENV_MONGO_URL)
+    if tracking.get("mongo_url"):
+        return Destination(str(tracking["mongo_url"]), name, CONFIG_SOURCE)
+    if embedded == "start":
+        server = embedded_db.ensure_embedded_server()
+    elif embedded == "running":
+        try:
+            server = embedded_db.get_running_server()
+        except OSError:  # an unreadable data directory: no server to use
+            server = None
+    elif embedded == "never":
+        server = None
+    else:
+        raise ValueError(f"embedded={embedded!r}: use 'running', 'start' or 'never'")
+    return None if server is None else Destination(server.url, name, EMBEDDED_SOURCE, server=server)
+
+
+def no_database_message(purpose: str) -> str:
+    """Why :func:`resolve_database` found no database (nothing configured, embedded server not running), and the
+    two ways out. ``purpose``: what needed it, e.g. ``"no database to read runs from"``."""
+    return (
+        f"{purpose}: {ENV_MONGO_URL} is not set and the embedded SecantusDB server (data in "
+        f"{embedded_db.default_data_dir()}) is not running. Start it with `{EMBEDDED_START_COMMAND}`, or point at "
+        f"another database: {ENV_MONGO_URL}=mongodb://HOST:PORT (and {ENV_MONGO_DB}=NAME), or pass the URL explicitly"
+    )
 
 
 def import_command(path: str | os.PathLike, url: str | None = None, db_name: str | None = None) -> str:

@@ -1,17 +1,21 @@
 """Which observers a run gets: decided per run, on rank 0 only, from the command line, environment and config.
 
-Where a run is saved, first match wins:
+Where a run is saved follows the one rule of :func:`kd_plugin.tracking.locations.resolve_database`, first match
+wins:
 
-1. Sacred's own ``-m HOST:PORT:DB`` flag: Sacred's MongoObserver, nothing added here;
-2. ``KD_MONGO_URL`` (database ``KD_MONGO_DB``, default ``kd_plugin``);
+1. Sacred's own ``-m HOST:PORT:DB`` flag (the explicit argument of an experiment run): Sacred's MongoObserver,
+   nothing added here;
+2. ``KD_MONGO_URL`` (database ``KD_MONGO_DB``, else ``tracking.db_name``, else ``kd_plugin``);
 3. the config: ``with tracking.mongo_url=mongodb://... tracking.db_name=...``;
 4. the embedded default: a local SecantusDB server, started or reused (:mod:`kd_plugin.tracking.embedded_db`,
-   data in ``KD_DB_DIR``);
+   data in ``KD_DB_DIR``): the experiments are the place that starts it;
 5. if that server cannot be started: files (Sacred FileStorageObserver), with a loud warning and the command
    that imports them into MongoDB later.
 
-2-4 use :class:`ResilientMongoObserver`. The database name follows the same order: ``KD_MONGO_DB``, then
-``tracking.db_name``, then ``kd_plugin``.
+2-4 use :class:`ResilientMongoObserver`. Before the run starts, its credentials are tried
+(:mod:`kd_plugin.tracking.access`): a database that refuses them stops the run with one line naming
+``KD_MONGO_URL`` or ``tracking.mongo_url`` and the user (exit status 2); one that does not answer is an outage,
+and the run goes on as usual.
 
 Why hooks: observers must exist before a run starts, but the config (``tracking.*``) and the command line
 options only become known inside ``ex.run_commandline()``. Sacred calls *option hooks* with the parsed
@@ -31,96 +35,99 @@ dropped by the option hook, so each run is recorded once, by rank 0.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
+from pymongo.errors import ConfigurationError
 from sacred import Experiment
 from sacred.arg_parser import _convert_value
 from sacred.observers import MongoObserver
 
+from kd_plugin.errors import exit_on_config_error
+from kd_plugin.runtime.launch import LaunchInfo
 from kd_plugin.tracking import embedded_db
+from kd_plugin.tracking.access import is_refusal, refusal_error
 from kd_plugin.tracking.credentials import has_credentials, mask_url
 from kd_plugin.tracking.file_fallback import file_storage_fallback
 from kd_plugin.tracking.locations import (
-    DEFAULT_DB_NAME,
+    CONFIG_SOURCE,
     ENV_MONGO_DB,
     ENV_MONGO_URL,
     env_db_name,
     env_mongo_url,
     pending_dir,
+    resolve_database,
+    resolve_db_name,
 )
 from kd_plugin.tracking.resilient_observer import ResilientMongoObserver
-from kd_plugin.training.launch_env import LaunchInfo
 
 # Sacred's command line options that add observers.
 OBSERVER_OPTIONS = ("--mongo_db", "--file_storage", "--sql", "--tiny_db", "--s3", "--gcs")
 # Sacred's built-in commands that only inspect the experiment: they are not runs worth recording.
 INSPECTION_COMMANDS = frozenset({"print_config", "print_dependencies", "save_config", "print_named_configs"})
 
-TRACKING_CONFIG = {
+TRACKING_CONFIG = {  # step 3 of the rule (kd_plugin.tracking.locations.resolve_database)
     "mongo_url": None,  # MongoDB URL for this run's record (KD_MONGO_URL wins if set); null = embedded server
     "db_name": None,  # database name (KD_MONGO_DB wins if set); null = kd_plugin
 }
 
 
-@dataclass(frozen=True)
-class Destination:
-    """A MongoDB database to save runs in; ``source`` says who chose it (for messages)."""
-
-    url: str
-    db_name: str
-    source: str
-
-    @property
-    def display_url(self) -> str:
-        return mask_url(self.url)
+def _warn_about_ignored_config(tracking: dict, logger) -> None:
+    """The environment wins over the config (the rule): say so when both are set."""
+    if env_mongo_url() and tracking.get("mongo_url"):
+        logger.warning("tracking: tracking.mongo_url is ignored because %s is set", ENV_MONGO_URL)
+    if env_db_name() and tracking.get("db_name") and tracking["db_name"] != env_db_name():
+        logger.warning("tracking: tracking.db_name is ignored because %s is set", ENV_MONGO_DB)
 
 
-def choose_database(tracking: dict | None) -> Destination | None:
-    """The configured database (environment first, then ``tracking.*``), or None: use the embedded default."""
-    tracking = tracking or {}
-    db_name = env_db_name() or tracking.get("db_name") or DEFAULT_DB_NAME
-    if env_mongo_url():
-        return Destination(env_mongo_url(), db_name, ENV_MONGO_URL)
-    if tracking.get("mongo_url"):
-        return Destination(str(tracking["mongo_url"]), db_name, "config tracking.mongo_url")
-    return None
+CONFIG_URL_KEY = "tracking.mongo_url"
 
 
-def _embedded_destination(db_name: str, logger) -> Destination:
-    """Start or reuse the local SecantusDB server (raises EmbeddedServerUnavailable)."""
-    server = embedded_db.ensure_embedded_server()
-    how = "started now" if server.started else "already running"
-    logger.info(
-        "tracking: runs go to the embedded SecantusDB at %s (pid %d, %s), database %r; its data lives in %s "
-        "(set %s to move it); stop it with `python -m kd_plugin.tracking.embedded_db stop`",
-        server.url, server.pid, how, db_name, server.data_dir, embedded_db.ENV_DATA_DIR,
-    )
-    return Destination(server.url, db_name, "embedded SecantusDB")
+def url_key(source: str) -> str:
+    """The key a user sets to change a destination's URL (``Destination.source`` -> ``KD_MONGO_URL``, ...)."""
+    return CONFIG_URL_KEY if source == CONFIG_SOURCE else source
+
+
+def _checked_observer(destination, **kwargs) -> ResilientMongoObserver:
+    """The observer for ``destination``, after trying its credentials; raises ConfigError if they are refused."""
+    key = url_key(destination.source)
+    try:
+        observer = ResilientMongoObserver(destination.url, destination.db_name, url_key=key, **kwargs)
+    except ConfigurationError as exc:  # pymongo cannot even use the URL's credentials
+        if is_refusal(exc):
+            raise refusal_error(key, destination.display_url, destination.db_name, exc) from None
+        raise
+    observer.check_access()
+    return observer
 
 
 def make_observer(tracking: dict | None, logger):
-    """The observer for one run, announcing where the run goes."""
+    """The observer for one run (by :func:`resolve_database`, starting the embedded server if it is the
+    destination), announcing where the run goes. Raises :class:`kd_plugin.errors.ConfigError` if the database
+    refuses the URL's credentials."""
     tracking = tracking or {}
-    destination = choose_database(tracking)
-    if destination is not None:
-        if destination.source == ENV_MONGO_URL and tracking.get("mongo_url"):
-            logger.warning("tracking: tracking.mongo_url is ignored because %s is set", ENV_MONGO_URL)
-        if env_db_name() and tracking.get("db_name") and tracking["db_name"] != env_db_name():
-            logger.warning("tracking: tracking.db_name is ignored because %s is set", ENV_MONGO_DB)
-        logger.info(
-            "tracking: runs go to %s, database %r (from %s)",
-            destination.display_url, destination.db_name, destination.source,
-        )
-        # The import command needs --url only when the URL came from the config: the importer itself reads
-        # KD_MONGO_URL, or else uses the embedded server.
-        hint = destination.display_url if destination.source.startswith("config") else None
-        return ResilientMongoObserver(destination.url, destination.db_name, import_url_hint=hint)
-    db_name = env_db_name() or tracking.get("db_name") or DEFAULT_DB_NAME
+    _warn_about_ignored_config(tracking, logger)
     try:
-        destination = _embedded_destination(db_name, logger)
+        destination = resolve_database(tracking=tracking, embedded="start")
     except embedded_db.EmbeddedServerUnavailable as exc:
-        return file_storage_fallback(f"the embedded SecantusDB server could not be started: {exc}", db_name)
-    return ResilientMongoObserver(destination.url, destination.db_name)
+        return file_storage_fallback(
+            f"the embedded SecantusDB server could not be started: {exc}", resolve_db_name(tracking=tracking)
+        )
+    server = destination.server
+    if server is not None:
+        observer = _checked_observer(destination)
+        logger.info(
+            "tracking: runs go to the embedded SecantusDB at %s (pid %d, %s), database %r; its data lives in %s "
+            "(set %s to move it); stop it with `python -m kd_plugin.tracking.embedded_db stop`",
+            server.url, server.pid, "started now" if server.started else "already running", destination.db_name,
+            server.data_dir, embedded_db.ENV_DATA_DIR,
+        )
+        return observer
+    # The import command always names the URL (masked): run from a shell without KD_MONGO_URL it would
+    # otherwise write the run into the embedded server instead.
+    observer = _checked_observer(destination, import_url_hint=destination.display_url)
+    logger.info(
+        "tracking: runs go to %s, database %r (from %s)", destination.display_url, destination.db_name, destination.source,
+    )
+    return observer
 
 
 MONGO_URL_UPDATE = "tracking.mongo_url="
@@ -177,7 +184,12 @@ def install_tracking(ex: Experiment, launch: LaunchInfo) -> None:
         if options.get("--mongo_db"):
             logger.info("tracking: Sacred's -m flag is given: its MongoObserver records this run")
             return updates
-        observer = make_observer(tracking, logger)
+        chosen = [flag for flag in OBSERVER_OPTIONS if options.get(flag)]
+        if chosen:  # e.g. -F <dir>: a file-only run, exactly what the user asked for (no embedded server)
+            logger.info("tracking: Sacred's %s observer records this run (no other observer added)", chosen[0])
+            return updates
+        with exit_on_config_error():  # refused credentials: one line, exit status 2, before the run exists
+            observer = make_observer(tracking, logger)
         ex.observers.append(observer)
         attached.append(observer)
         return updates

@@ -13,6 +13,13 @@ as failed (nothing more is saved for that run) and the final save ends in a ``sa
 * at the end of the run (completed, failed, interrupted) it keeps retrying for up to ``final_wait`` seconds;
   if the database is still away, the journal stays and the exact import command is printed.
 
+Credentials the database refuses are not an outage (:mod:`kd_plugin.tracking.access`): :meth:`check_access`
+(called before the run starts) and the run's first write stop the run with one line and exit status 2.
+
+Once the database has been reached, a background thread does the upkeep that must never delay or fail a run:
+the indexes (:func:`kd_plugin.tracking.run_record.ensure_indexes`) and the DIED mark of runs whose heartbeat
+stopped (:func:`kd_plugin.tracking.dead_runs.mark_dead_runs`).
+
 The documents have exactly the structure MongoObserver writes, plus a ``kd_tracking`` field (see run_record).
 """
 
@@ -33,16 +40,21 @@ from sacred.observers.base import RunObserver
 from sacred.observers.mongo import MongoObserver
 from sacred.serializer import flatten
 
+from kd_plugin.errors import exit_on_config_error
+from kd_plugin.tracking.access import CHECK_TIMEOUT_S, is_refusal, refusal_error, user_name
 from kd_plugin.tracking.credentials import mask_url
+from kd_plugin.tracking.dead_runs import STATUS_DIED, mark_dead_runs
 from kd_plugin.tracking.journal import Journal
 from kd_plugin.tracking.locations import import_command, pending_dir
 from kd_plugin.tracking.metric_series import DEFAULT_MAX_POINTS
-from kd_plugin.tracking.run_record import RunRecord
+from kd_plugin.tracking.run_record import RunRecord, ensure_indexes
 
 DEFAULT_TIMEOUT_MS = 3000  # a write to a database that is away fails after this, instead of hanging
 DEFAULT_FINAL_WAIT_S = 60.0  # how long the end of a run waits for the database to come back
 ENV_FINAL_WAIT = "KD_TRACKING_FINAL_WAIT"  # overrides DEFAULT_FINAL_WAIT_S (seconds), e.g. 0 in CI
 INTERRUPTED_FINAL_WAIT_S = 10.0  # after Ctrl-C the user wants the prompt back soon
+UPKEEP_JOIN_S = 10.0  # how long the end of a run waits for the upkeep thread (indexes, dead runs)
+DEFAULT_URL_KEY = "the MongoDB URL"  # names the URL in messages when the caller does not say where it came from
 _RETRY_PAUSE_S = 1.0
 
 
@@ -59,12 +71,18 @@ class ResilientMongoObserver(RunObserver):
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         max_metric_points: int = DEFAULT_MAX_POINTS,
         import_url_hint: str | None = None,
+        url_key: str = DEFAULT_URL_KEY,
     ):
         """``url`` may hold credentials: it is used to connect and never printed or stored (``display_url`` is
         the masked form). ``import_url_hint`` is the ``--url`` shown in the import command (None: the
         import command finds the database itself, from KD_MONGO_URL or the embedded server). ``final_wait``
-        defaults to ``$KD_TRACKING_FINAL_WAIT`` or 60 s."""
+        defaults to ``$KD_TRACKING_FINAL_WAIT`` or 60 s. ``url_key`` names where the URL came from
+        (``KD_MONGO_URL``, ``tracking.mongo_url``) in the error for refused credentials.
+
+        Raises pymongo's ``ConfigurationError`` for a URL it cannot use (see :mod:`kd_plugin.tracking.access`)."""
         self.display_url = mask_url(url)
+        self.url_key = url_key
+        self.user = user_name(url)
         self.db_name = db_name
         self.journal_dir = Path(journal_dir) if journal_dir is not None else pending_dir()
         if final_wait is None:
@@ -85,9 +103,22 @@ class ResilientMongoObserver(RunObserver):
         self.journal: Journal | None = None
         self.in_sync = True  # False from a failed write until the next successful one
         self._finished = False
+        self._starting = False  # in the run's first write (the only one whose refusal stops the run)
+        self._refusal: Exception | None = None
+        self._upkeep: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"ResilientMongoObserver({self.display_url}, db={self.db_name!r})"
+
+    def check_access(self) -> None:
+        """Raise :class:`kd_plugin.errors.ConfigError` if the database refuses this URL's credentials (a read of
+        the ``runs`` collection). An unreachable database passes: that is an outage, handled during the run."""
+        try:
+            with pymongo.timeout(CHECK_TIMEOUT_S):
+                self._db["runs"].find_one({}, {"_id": 1})
+        except pymongo.errors.PyMongoError as exc:
+            if is_refusal(exc):
+                raise refusal_error(self.url_key, self.display_url, self.db_name, exc) from None
 
     # ------------------------------------------------------------------------------------ Sacred events
     def queued_event(self, ex_info, command, host_info, queue_time, config, meta_info, _id):
@@ -182,8 +213,21 @@ class ResilientMongoObserver(RunObserver):
                     self.record.notes.append(f"source {name!r} not stored: {exc}")
             self.journal = Journal(self.journal_dir / run_key)
             self._finished = False
-            self._sync()
+            self._starting = True
+            try:
+                self._sync()
+            finally:
+                self._starting = False
+            if self._refusal is not None:
+                self._stop_refused()
             return self.record.run_id  # None if the database was away: the id is allocated on reconnection
+
+    def _stop_refused(self) -> None:
+        """The first write was refused (e.g. a user who may read but not write): record nothing and stop the
+        run before its main function, with the one-line configuration error (exit status 2)."""
+        exc, self._refusal, self.record = self._refusal, None, None
+        with exit_on_config_error():
+            raise refusal_error(self.url_key, self.display_url, self.db_name, exc)
 
     def _finish(self, wait: float, **fields: Any) -> None:
         with self._lock:
@@ -192,6 +236,8 @@ class ResilientMongoObserver(RunObserver):
             self.record.entry.update(fields)
             self.record.finish_metrics()
             self._finished = True
+            if self._upkeep is not None:
+                self._upkeep.join(timeout=min(wait, UPKEEP_JOIN_S))
             deadline = time.monotonic() + wait
             while not self._sync():
                 if time.monotonic() >= deadline:
@@ -212,6 +258,9 @@ class ResilientMongoObserver(RunObserver):
         try:
             self.record.write_to(self._db)
         except Exception as exc:  # noqa: BLE001 -- the run must go on, whatever the database does
+            if self._starting and is_refusal(exc):
+                self._refusal = exc  # refused credentials, not an outage: _begin stops the run
+                return False
             if self.in_sync:
                 self._warn_lost(exc)
             self.in_sync = False
@@ -225,7 +274,32 @@ class ResilientMongoObserver(RunObserver):
         self.in_sync = True
         if self.journal is not None and self.journal.exists():
             self.journal.remove()
+        if self._upkeep is None:
+            self._start_upkeep()
         return True
+
+    def _start_upkeep(self) -> None:
+        """Once per observer, after the first successful write: indexes and dead runs, in the background."""
+        self._upkeep = threading.Thread(target=self._keep_database_tidy, args=(self.record.run_id,),
+                                        name="kd-tracking-upkeep", daemon=True)
+        self._upkeep.start()
+
+    def _keep_database_tidy(self, own_run_id: Any) -> None:
+        """Best effort: a failure is one line, never an error of the run."""
+        for what, job in (("create the indexes", lambda: ensure_indexes(self._db)),
+                          ("mark dead runs", lambda: self._mark_dead_runs(own_run_id))):
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001
+                _say(f"tracking: could not {what} in {self.display_url} (database {self.db_name!r}): "
+                     f"{type(exc).__name__}: {mask_url(str(exc))[:160]}")
+
+    def _mark_dead_runs(self, own_run_id: Any) -> None:
+        marked = mark_dead_runs(self._db, exclude=[own_run_id])
+        if marked:
+            shown = ", ".join(str(run_id) for run_id in marked[:10]) + (", ..." if len(marked) > 10 else "")
+            _say(f"tracking: marked {len(marked)} run(s) {STATUS_DIED} in database {self.db_name!r} (status RUNNING, "
+                 f"but no heartbeat for longer than the dead-run threshold; see kd_plugin/tracking/dead_runs.py): {shown}")
 
     def _save_journal(self) -> None:
         try:

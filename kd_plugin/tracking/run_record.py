@@ -15,6 +15,14 @@ create a duplicate), metric arrays are appended only when the database is known 
 rewritten whole), the run document is ``$set`` whole, and a run whose id is not yet known is first looked up
 by ``kd_tracking.run_key`` (a random key, or the source path for imported runs) before a new id is allocated.
 The live observer, the journal and the import command all use this one class.
+
+Resumed runs are linked both ways (:mod:`kd_plugin.tracking.resume_links`): a run whose info has
+``resumed_from_run`` writes ``info.resumed_by_run`` into that earlier run's document, once, as part of the same
+idempotent write (so an outage only delays it). A record written again later (an imported journal of the earlier
+run) keeps a ``resumed_by_run`` the database already holds.
+
+:func:`ensure_indexes` gives the collections the indexes that readers need (Omniboard and the analysis read
+metrics by ``run_id`` and ``name``).
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ import bson
 import gridfs
 from bson import ObjectId
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from sacred.observers.mongo import force_bson_encodeable
 
 from kd_plugin.tracking.credentials import redact
 from kd_plugin.tracking.metric_series import DEFAULT_MAX_POINTS, MetricSeries
 from kd_plugin.tracking.output_budget import bound_text
+from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN, link_back
 
 RUNS = "runs"
 METRICS = "metrics"
@@ -42,6 +51,21 @@ METRICS = "metrics"
 # the last line of defence against a huge ``info`` or ``result``.
 MAX_RUN_DOCUMENT_BYTES = 8_000_000
 _SHRUNK_CAPTURED_OUT_BYTES = 200_000
+# Indexes every database of runs gets (ensure_indexes): metric series are looked up by run and name (Omniboard,
+# the analysis); RUNNING runs by status (the dead-run check, kd_plugin.tracking.dead_runs).
+INDEXES = {METRICS: [[("run_id", 1), ("name", 1)]], RUNS: [[("status", 1)]]}
+_INDEX_EXISTS_CODES = {85, 86}  # IndexOptionsConflict / IndexKeySpecsConflict: the same keys, another name
+
+
+def ensure_indexes(db: Database) -> None:
+    """Create :data:`INDEXES` if missing (idempotent; an index on the same keys under another name counts)."""
+    for collection, indexes in INDEXES.items():
+        for keys in indexes:
+            try:
+                db[collection].create_index(keys)
+            except OperationFailure as exc:
+                if exc.code not in _INDEX_EXISTS_CODES:
+                    raise
 
 
 @dataclass
@@ -80,6 +104,9 @@ class RunRecord:
         self.series: dict[str, MetricSeries] = {}
         self.pending_files: list[PendingFile] = []
         self.notes: list[str] = []  # problems met while writing (e.g. an artifact file that disappeared)
+        self.linked_run: Any = None  # the earlier run whose document says resumed_by_run = this run
+        self.kept_info: dict[str, Any] = {}  # info written into the stored document by other runs (resumed_by_run)
+        self._stored_info_read = False
 
     @property
     def run_id(self) -> Any:
@@ -119,6 +146,8 @@ class RunRecord:
         info = dict(doc.get("info") or {})
         if self.series:
             info["metrics"] = [{"name": name, "id": str(s.doc_id)} for name, s in self.series.items()]
+        for key, value in self.kept_info.items():
+            info.setdefault(key, value)
         thinned = {name: s.summary() for name, s in self.series.items() if s.thinned}
         if thinned:
             info["metrics_thinned"] = thinned  # the cap of metric_series.DEFAULT_MAX_POINTS was reached
@@ -156,9 +185,37 @@ class RunRecord:
         fs = gridfs.GridFS(db)
         self._upload(fs, "source")  # the run document refers to them from the start
         self._ensure_run_id(db[RUNS])
+        self._keep_links_of_stored_document(db[RUNS])
         self._upload(fs, "artifact")  # their GridFS names contain the run id
         self._write_metrics(db[METRICS])
-        db[RUNS].update_one({"_id": self.run_id}, {"$set": self.document()}, upsert=True)
+        self._link_resumed_run(db[RUNS])
+        doc = self.document()
+        update: dict[str, Any] = {"$set": doc}
+        if doc.get("status") == "RUNNING" and "stop_time" not in doc:
+            update["$unset"] = {"stop_time": ""}  # alive after all: undo a DIED mark (kd_tracking.dead_runs)
+        db[RUNS].update_one({"_id": self.run_id}, update, upsert=True)
+
+    def _keep_links_of_stored_document(self, runs) -> None:
+        """Once per record object: take over a ``resumed_by_run`` another run wrote into the stored document, so
+        writing this record again (an imported journal) does not erase it."""
+        if self._stored_info_read:
+            return
+        stored = runs.find_one({"_id": self.run_id}, {f"info.{RESUMED_BY_RUN}": 1})
+        by_run = ((stored or {}).get("info") or {}).get(RESUMED_BY_RUN)
+        if by_run is not None:
+            self.kept_info[RESUMED_BY_RUN] = by_run
+        self._stored_info_read = True
+
+    def _link_resumed_run(self, runs) -> None:
+        """Write ``info.resumed_by_run`` into the run this one resumed (once). A network error propagates (the
+        observer retries the whole write later); a refusal or a missing run is noted and not retried."""
+        earlier = (self.entry.get("info") or {}).get(RESUMED_FROM_RUN)
+        if earlier is None or earlier == self.run_id or earlier == self.linked_run:
+            return
+        note = link_back(runs, earlier, self.run_id, self.db_name)
+        if note:
+            self.notes.append(note)
+        self.linked_run = earlier
 
     def _ensure_run_id(self, runs) -> None:
         if self.run_id is not None:
@@ -177,6 +234,7 @@ class RunRecord:
             except DuplicateKeyError:
                 continue
             self.entry["_id"] = candidate
+            self._stored_info_read = True  # a new document: nobody linked it yet
             return
 
     def _upload(self, fs: gridfs.GridFS, kind: str) -> None:
@@ -205,6 +263,8 @@ class RunRecord:
         filename = f"artifact://{RUNS}/{self.run_id}/{pending.name}"
         if pending.data is not None:
             _put_once(fs, pending, pending.data, filename=filename)
+            return True
+        if fs.exists(pending.file_id):  # stored meanwhile (e.g. by an import of this run's journal)
             return True
         try:
             with open(pending.path, "rb") as fh:
@@ -243,6 +303,8 @@ class RunRecord:
             "max_metric_points": self.max_metric_points,
             "imported_from": self.imported_from,
             "notes": self.notes,
+            "linked_run": self.linked_run,
+            "kept_info": self.kept_info,
             "entry": self.entry,
             "series": [series.to_state() for series in self.series.values()],
             "pending_files": [asdict(pending) for pending in self.pending_files],
@@ -258,6 +320,8 @@ class RunRecord:
             imported_from=state.get("imported_from"),
         )
         record.notes = list(state.get("notes") or [])
+        record.linked_run = state.get("linked_run")
+        record.kept_info = dict(state.get("kept_info") or {})
         for series_state in state["series"]:
             series = MetricSeries.from_state(series_state)
             record.series[series.name] = series

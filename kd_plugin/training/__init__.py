@@ -1,1 +1,1 @@
-"""The DeepSpeed distillation trainer and its pieces (launch environment, engine config, checkpoints)."""
+"""The DeepSpeed distillation trainer and its pieces (models, batch stream, engine, checkpoints, callbacks, interruption)."""

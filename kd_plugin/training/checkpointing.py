@@ -7,17 +7,27 @@ batches with the same dropout draws. Masking needs no RNG state: each batch's ma
 
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from kd_plugin.config.resume import LATEST
 from kd_plugin.errors import ConfigError
+from kd_plugin.training.disk_space import (
+    CheckpointSpaceError,
+    check_space,
+    free_bytes,
+    human,
+    is_out_of_space,
+)
+from kd_plugin.training.distributed import barrier, gather
 
-LATEST = "latest"  # DeepSpeed writes the newest tag into this file
+STEP_TAG = "step{:08d}"  # the DeepSpeed tag (sub-folder) of the checkpoint written after optimizer step N
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -37,21 +47,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def all_ranks_rng_state() -> list[dict[str, Any]]:
     """Every rank's RNG state, gathered: DeepSpeed writes ``client_state`` from rank 0's file only."""
-    state = capture_rng_state()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [state]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, state)
-    return gathered
+    return gather(capture_rng_state())
 
 
-def client_state(step: int, sampler_state: dict[str, int], tokens_seen: int, plan: dict[str, Any]) -> dict[str, Any]:
+def client_state(step: int, sampler_state: dict[str, int], tokens_seen: int, plan: dict[str, Any],
+                 run_id: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The loop's state (``kd_*`` keys), plus ``extra`` keys (what ``python -m kd_plugin.export`` reads)."""
     return {
+        **(extra or {}),
         "kd_step": step,
         "kd_sampler": dict(sampler_state),
         "kd_rng": all_ranks_rng_state(),
         "kd_tokens_seen": tokens_seen,
         "kd_plan": dict(plan),
+        "kd_run_id": run_id,  # the run that wrote the checkpoint (a resumed run links back to it)
     }
 
 
@@ -63,15 +72,66 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
                               f"{key}={value!r}", f"the checkpoint's {key} (resume with the same configuration)")
 
 
-def find_checkpoint_dir(path: str | Path) -> Path:
-    """Accept ``<output_dir>/checkpoints`` or ``<output_dir>`` itself."""
-    path = Path(path)
-    for candidate in (path, path / "checkpoints"):
-        if has_checkpoint(candidate):
-            return candidate
-    raise ConfigError("resume", f"no DeepSpeed checkpoint in {str(path)!r} (no '{LATEST}' file there or in "
-                      "its checkpoints/ folder)", "<output_dir>/checkpoints of an earlier run, or that <output_dir>")
+def save(engine, checkpoint_dir: Path, step: int, sampler_state: dict[str, int], tokens_seen: int,
+         plan: dict[str, Any], run_id: Any = None, extra: dict[str, Any] | None = None) -> None:
+    """``engine.save_checkpoint`` under the step's tag, with the loop's own state as client state."""
+    client = client_state(step, sampler_state, tokens_seen, plan, run_id, extra)
+    engine.save_checkpoint(str(checkpoint_dir), tag=STEP_TAG.format(step), client_state=client)
 
 
-def has_checkpoint(directory: str | Path) -> bool:
-    return (Path(directory) / LATEST).is_file()
+def load(engine, checkpoint_dir: Path, plan: dict[str, Any], rank: int) -> tuple[Path, dict[str, Any]]:
+    """Restore weights, optimizer, schedule and this rank's RNGs; return (path, client state).
+
+    Refuses a checkpoint written with another batch plan, world size, seed, schedule length or corpus.
+    """
+    path, client = engine.load_checkpoint(str(checkpoint_dir))
+    if path is None:
+        raise RuntimeError(f"resume={checkpoint_dir}: DeepSpeed could not load the checkpoint")
+    check_compatible(client.get("kd_plan", {}), plan)
+    restore_rng_state(client["kd_rng"][rank])
+    return Path(path), client
+
+
+def prune(checkpoint_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` step folders (never the one ``latest`` names); rank 0 only, after
+    every rank has finished writing. Returns what was deleted."""
+    latest = (checkpoint_dir / LATEST).read_text().strip() if (checkpoint_dir / LATEST).exists() else None
+    steps = sorted(p for p in checkpoint_dir.glob("step*") if p.is_dir())
+    doomed = [p for p in steps[:-keep] if p.name != latest] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+class Checkpointer:
+    """Writes and restores the run's checkpoints: the engine's state plus the loop's and the export's keys."""
+
+    def __init__(self, engine, checkpoint_dir: Path, plan: dict[str, Any], keep: int, is_main: bool,
+                 run_id: Any = None, export_keys: dict[str, Any] | None = None, needed_bytes: int = 0):
+        self.engine = engine
+        self.needed_bytes = needed_bytes  # estimated size of one checkpoint (disk_space.checkpoint_bytes)
+        self.checkpoint_dir = checkpoint_dir
+        self.plan = plan  # what must not change between a run and its resumption
+        self.keep = keep
+        self.is_main = is_main
+        self.run_id = run_id
+        self.export_keys = export_keys or {}
+
+    def save(self, step: int, sampler_state: dict[str, int], tokens_seen: int) -> None:
+        """Write the checkpoint of ``step``; a full disk is one clear error, checked first and on failure."""
+        check_space(self.checkpoint_dir, self.needed_bytes)
+        try:
+            save(self.engine, self.checkpoint_dir, step, sampler_state, tokens_seen, self.plan, self.run_id,
+                 self.export_keys)
+        except (OSError, RuntimeError) as err:
+            if is_out_of_space(err):
+                raise CheckpointSpaceError(errno.ENOSPC, f"no space left on {self.checkpoint_dir}: "
+                                           f"{human(free_bytes(self.checkpoint_dir))} free, checkpoint needs "
+                                           f"~{human(self.needed_bytes)}") from err
+            raise
+        barrier()
+        if self.is_main:
+            prune(self.checkpoint_dir, self.keep)
+
+    def load(self, checkpoint_dir: Path, rank: int) -> tuple[Path, dict[str, Any]]:
+        return load(self.engine, checkpoint_dir, self.plan, rank)

@@ -1,7 +1,8 @@
 """The module the DeepSpeed engine trains: the student plus any trainable loss parts (projections).
 
 The frozen teacher is held as a plain attribute, NOT a submodule, so it stays outside the engine, its ZeRO
-partitioning and its optimizer; it runs in eval mode under ``torch.no_grad``.
+partitioning and its optimizer; it runs in eval mode under ``torch.no_grad``. The forward pass is timed per
+phase when the trainer's :class:`~kd_plugin.training.phase_timer.PhaseTimer` is on (it is a no-op otherwise).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from kd_plugin.losses import DistillationOutputs, LossMixture
+from kd_plugin.training.phase_timer import PhaseTimer
 
 
 def freeze_teacher(teacher: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
@@ -21,31 +23,31 @@ def freeze_teacher(teacher: PreTrainedModel, dtype: torch.dtype) -> PreTrainedMo
 
 
 class DistillationModule(nn.Module):
-    def __init__(self, student: PreTrainedModel, mixture: LossMixture, teacher: PreTrainedModel):
+    def __init__(self, student: PreTrainedModel, mixture: LossMixture, teacher: PreTrainedModel,
+                 logit_chunk_rows: int | None = None, timer: PhaseTimer | None = None):
         super().__init__()
         self.student = student
         self.mixture = mixture
         object.__setattr__(self, "teacher", teacher)  # deliberately not registered (see module docstring)
+        self.logit_chunk_rows = logit_chunk_rows
+        object.__setattr__(self, "timer", timer or PhaseTimer(enabled=False))
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        # input_ids, attention_mask, labels: (bs, seq_len)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                token_rows: torch.Tensor | None = None, masked_rows: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """``{"loss_<term>": weighted term, ..., "loss": total}``, each a scalar tensor on the device.
+
+        input_ids, attention_mask, labels: (bs, seq_len); token_rows (n_tokens,), masked_rows (n_masked,): flat
+        row indices from the data stream (computed from the masks when not given).
+        """
         hidden = "hidden_states" in self.mixture.needs
         attentions = "attentions" in self.mixture.needs
-        with torch.no_grad():
-            t_out = self.teacher(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                output_hidden_states=hidden,
-                output_attentions=attentions,
-            )
-        s_out = self.student(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=hidden,
-            output_attentions=attentions,
-        )
+        with self.timer.phase("teacher_forward"), torch.no_grad():
+            t_out = self.teacher(input_ids=input_ids, attention_mask=attention_mask,
+                                 output_hidden_states=hidden, output_attentions=attentions)
+        with self.timer.phase("student_forward"):
+            s_out = self.student(input_ids=input_ids, attention_mask=attention_mask,
+                                 output_hidden_states=hidden, output_attentions=attentions)
         outputs = DistillationOutputs(
             student_logits=s_out.logits,  # (bs, seq_len, voc_size)
             teacher_logits=t_out.logits,  # (bs, seq_len, voc_size)
@@ -55,5 +57,9 @@ class DistillationModule(nn.Module):
             teacher_hidden_states=t_out.hidden_states if hidden else None,
             student_attentions=s_out.attentions if attentions else None,
             teacher_attentions=t_out.attentions if attentions else None,
+            token_rows=token_rows,
+            masked_rows=masked_rows,
+            logit_chunk_rows=self.logit_chunk_rows,
         )
-        return self.mixture(outputs)
+        with self.timer.phase("loss"):
+            return self.mixture(outputs)

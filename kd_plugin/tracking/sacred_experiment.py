@@ -1,0 +1,40 @@
+"""Glue shared by the Sacred experiments (distill, finetune, prepare_teacher): observers on rank 0 only (where
+runs are saved: :mod:`kd_plugin.tracking.observers`), bounded captured output, and one-line configuration errors.
+
+Importing it sets Sacred's capture mode to ``"sys"`` for every experiment of the process."""
+
+from __future__ import annotations
+
+import sys
+
+from sacred import SETTINGS, Experiment
+
+from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.launch import LaunchInfo
+from kd_plugin.tracking.observers import install_tracking
+from kd_plugin.tracking.output_budget import filter_captured_output
+
+SETTINGS.CAPTURE_MODE = "sys"  # captures the output of threads too; "fd" would also capture C++ builds' noise
+
+
+def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
+    """Call once, right after creating the experiment (before ``run_main``).
+
+    * captured output: progress bars collapsed to their final state and the text bounded (head + tail, about
+      1 MB), so no run document can approach MongoDB's 16 MB limit;
+    * a ``tracking`` config block (``tracking.mongo_url``, ``tracking.db_name``) and the hooks that give each
+      run of rank 0 its observer, by the rule of :func:`kd_plugin.tracking.locations.resolve_database`:
+      Sacred's ``-m``, else ``KD_MONGO_URL``, else the config, else the embedded SecantusDB server (started if
+      needed), else files (see kd_plugin/tracking/README.md).
+    """
+    ex.captured_out_filter = filter_captured_output
+    install_tracking(ex, launch)
+
+
+def run_main(ex: Experiment) -> None:
+    """``ex.run_commandline()`` with ConfigError turned into a one-line message and exit status 2."""
+    try:
+        ex.run_commandline()
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        sys.exit(2)

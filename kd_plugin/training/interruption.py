@@ -1,0 +1,135 @@
+"""Stopping a run cleanly on SIGTERM or SIGINT: finish the optimizer step, checkpoint, mark it INTERRUPTED.
+
+Schedulers (``timeout``, Slurm, Kubernetes, ``docker stop``) send SIGTERM, a terminal sends SIGINT. While the
+loop runs, the first such signal only sets a flag; the loop ends after the current optimizer step (all ranks
+agree on the same step), the trainer writes a checkpoint and raises :class:`TrainingInterrupted`, which
+Sacred records as status INTERRUPTED, and the experiment prints one line with the command that resumes the
+run and exits with the conventional status ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM). A second
+signal while the checkpoint is being written interrupts at once.
+
+Outside the loop (loading models, tokenizing) there is nothing to checkpoint: SIGTERM, like SIGINT, raises at
+once (:class:`Terminated`), so the run is still recorded as INTERRUPTED instead of being killed silently.
+Both exceptions derive from ``KeyboardInterrupt``: Sacred records them with their ``STATUS`` and lets them
+through (it prints a stack trace for ordinary exceptions), and :func:`clean_exit` turns them into one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import torch
+import torch.distributed as dist
+
+from kd_plugin.training.distributed import is_distributed
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (nothing to checkpoint yet)."""
+
+    STATUS = "INTERRUPTED"
+    signum = signal.SIGTERM
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after the interrupted run's checkpoint is written; Sacred stores STATUS as the run's status."""
+
+    STATUS = "INTERRUPTED"
+
+    def __init__(self, signum: int, step: int, total_steps: int, checkpoint_dir: str, output_dir: str):
+        super().__init__(f"{signal.Signals(signum).name} at step {step} of {total_steps}")
+        self.signum = signum
+        self.step = step
+        self.total_steps = total_steps
+        self.checkpoint_dir = checkpoint_dir
+        self.output_dir = output_dir
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def install_process_handlers() -> None:
+    """SIGTERM raises :class:`Terminated` (the default would end the process without recording anything)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def resume_command(argv: list[str], checkpoint_dir: str, output_dir: str) -> str:
+    """``argv`` with ``resume=`` and ``output_dir=`` set to the interrupted run's, as a shell line."""
+    args = [a for a in argv[1:] if not a.startswith(("resume=", "output_dir="))]
+    if "with" not in args:
+        args.append("with")
+    args += [f"resume={checkpoint_dir}", f"output_dir={output_dir}"]
+    return " ".join(shlex.quote(part) for part in ["python", argv[0], *args])
+
+
+@contextlib.contextmanager
+def clean_exit(argv: list[str] | None = None) -> Iterator[None]:
+    """One line instead of a traceback for an interrupted run, and the conventional exit status."""
+    try:
+        yield
+    except TrainingInterrupted as stop:
+        print(f"interrupted by {signal.Signals(stop.signum).name} at step {stop.step} of {stop.total_steps}; "
+              f"checkpoint in {stop.checkpoint_dir}; resume with: "
+              f"{resume_command(argv or sys.argv, stop.checkpoint_dir, stop.output_dir)}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name} outside the training loop (or by a second signal): "
+              "stopped at once; a checkpoint already written, if any, resumes with resume=<output_dir>",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+
+class StopRequest:
+    """Installs the handlers for the loop's duration; ``signum`` is set by the first SIGTERM/SIGINT."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+        self._group = None  # the process group the ranks agree in (a CPU one under NCCL)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in HANDLED:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        if is_distributed() and dist.get_backend() == "nccl":
+            # Every step asks the ranks: on a CUDA tensor that would wait for the device each step, so the
+            # question goes through a gloo group on the host (collective: every rank creates it here).
+            self._group = dist.new_group(backend="gloo")
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def agreed(self) -> int | None:
+        """The signal any rank received (the same answer on every rank; one small all-reduce when distributed)."""
+        if is_distributed():
+            flag = torch.tensor([self.signum or 0], dtype=torch.int64)  # on the host: no device synchronisation
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+            return int(flag.item()) or None
+        return self.signum
+
+    def __enter__(self) -> StopRequest:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()

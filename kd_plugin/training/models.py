@@ -1,0 +1,74 @@
+"""Teacher, student and loss mixture for one distillation config, ready for the engine.
+
+The loss terms' needs decide how both models are built (:class:`kd_plugin.student.ModelRequirements`: fused
+SDPA attention unless a term reads attention probabilities); the frozen teacher runs in the engine's 16-bit
+type when there is one. ``performance.compile`` compiles both models' forward functions (the modules, their
+parameter names and so the checkpoints stay as they are).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in the catalogue)
+from kd_plugin.config import DistillConfig
+from kd_plugin.losses import LOSS_TERMS, LossMixture, ModelDims
+from kd_plugin.student import ModelRequirements, StudentSummary, build_student
+from kd_plugin.student.dropout import set_dropout
+from kd_plugin.student.requirements import apply_to_student
+from kd_plugin.teacher_catalogue import TeacherSource, load_teacher, resolve_teacher
+from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
+from kd_plugin.training.phase_timer import PhaseTimer
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Models:
+    teacher: PreTrainedModel  # frozen, outside the engine
+    tokenizer: Any
+    teacher_source: TeacherSource
+    student_summary: StudentSummary
+    module: DistillationModule  # student + mixture: what the engine trains
+    requirements: ModelRequirements
+
+
+def requirements_of(config: DistillConfig) -> ModelRequirements:
+    needs = set().union(*(LOSS_TERMS.get(name).needs for name in config.loss.active))
+    return ModelRequirements.of(needs, config.performance.attn_implementation)
+
+
+def model_dims(student: PreTrainedModel, teacher: PreTrainedModel) -> ModelDims:
+    return ModelDims(
+        student_hidden_size=student.config.dim,
+        teacher_hidden_size=teacher.config.hidden_size,
+        student_layers=student.config.n_layers,
+        teacher_layers=teacher.config.num_hidden_layers,
+        student_heads=student.config.n_heads,
+        teacher_heads=teacher.config.num_attention_heads,
+    )
+
+
+def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Models:
+    requirements = requirements_of(config)
+    source = resolve_teacher(config.teacher)
+    teacher, tokenizer = load_teacher(source, seed=config.seed, attn_implementation=requirements.attn_implementation)
+    student, summary = build_student(teacher, config.student.layers, config.student.n_layers,
+                                     fold_token_type_embedding=config.student.fold_token_type_embedding,
+                                     seed=config.seed, requirements=requirements)
+    if config.student.dropout is not None:
+        set_dropout(student, config.student.dropout)
+        apply_to_student(student, requirements)  # attention dropout stays off where a term compares attentions
+    mixture = LossMixture(config.loss, model_dims(student, teacher))
+    teacher = freeze_teacher(teacher, DTYPES[config.deepspeed.precision])
+    student.train()
+    if config.performance.compile:
+        # Compile the forward functions, not the modules: parameter names (and checkpoints) stay unchanged.
+        student.forward = torch.compile(student.forward)
+        teacher.forward = torch.compile(teacher.forward)
+    module = DistillationModule(student, mixture, teacher, config.performance.logit_chunk_rows, timer)
+    return Models(teacher, tokenizer, source, summary, module, requirements)
