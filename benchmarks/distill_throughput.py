@@ -1,181 +1,252 @@
-"""Training throughput of kd_plugin's DeepSpeed distillation trainer vs the original DistilBERT-style loop.
+"""Training throughput of kd_plugin's distillation trainer against the original DistilBERT loop, like for like.
 
-Both sides distil the same teacher into the same student on the same tokenized corpus with the same
-micro-batch size, one after the other in this process, and the ratio is printed:
+For each precision (fp32, bf16) two sides train the same teacher into the same student on the same tokenized
+corpus with the same micro-batch, recipe and batch grouping, and are timed in alternating windows
+(``benchmarks/harness.py``):
 
-- **baseline**, written here the way Hugging Face's ``distiller.py`` does it: fp32, ``torch.optim.AdamW``,
-  random (not length-grouped) batches padded to their longest sequence, full-vocabulary logits on every
-  position, losses on ``masked_select`` rows;
-- **kd_plugin**: ``DistillationTrainer`` (the code ``experiments/distill.py`` runs) with a DeepSpeed config
-  given by ``--ds-config`` (default: bf16, ZeRO-2, DeepSpeed FusedAdam), length-grouped batches.
+- **baseline**: ``OriginalStyleLoop`` (``benchmarks/original_loop.py``), the step of Hugging Face's
+  ``distiller.py`` in that precision, its batch drawing, padding and masking inside the timed windows;
+- **kd_plugin trainer**: ``TrainerSide`` (``benchmarks/trainer_side.py``), the DeepSpeed trainer in the same
+  precision, stepped through ``DistillationTrainer.steps()`` (the loop ``experiments/distill.py`` runs).
 
-Tokens/s counts real (non-pad) tokens. Model FLOP/s uses the usual estimate: forward ~ 2 x (weights touched per
-token) + attention, backward ~ 2 x forward, for the student; forward only for the teacher. It is compared with
-the dense matmul peak measured here in fp32 and bf16.
+Sizes: on CUDA a BERT-base-size teacher (random weights, bert-base-uncased vocabulary) -> 6-layer student,
+micro-batch 128; on CPU the packaged 2-layer bert-tiny -> 1-layer student, micro-batch 16; max length 128.
+Reported per side: median tokens/s (real, non-pad tokens), the ratio to the baseline of the same precision,
+model FLOP/s and its share of the dense matmul peak measured in the same run in that precision, GPU busy share
+and peak memory (CUDA). Results: ``<out>/<date>-<device>.json`` and a markdown table on stdout. Nothing is
+written to any database (no Sacred, no observer).
 
-    .venv/bin/python benchmarks/distill_throughput.py [--steps 40] [--teacher bert-tiny] [--micro-batch 16]
+    python benchmarks/distill_throughput.py --no-trainer                 # the baseline alone
+    python benchmarks/distill_throughput.py                              # trainer vs baseline
+    python benchmarks/distill_throughput.py --precision bf16 --windows 10 --steps-per-window 5
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import datetime as dt
+import gc
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from kd_plugin.data import build_tokenized_corpus, collate_batch, load_corpus  # noqa: E402
-from kd_plugin.masking import DynamicMasker, MaskingConfig  # noqa: E402
-from kd_plugin.student import build_student  # noqa: E402
-from kd_plugin.teacher_catalogue import load_teacher, resolve_teacher  # noqa: E402
-from kd_plugin.training.launch_env import ensure_launch_env  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    EncoderShape,
+    alternate,
+    attention_length,
+    device_summary,
+    distillation_flops_per_token,
+    markdown_table,
+    matmul_peak,
+    observe_window,
+    paired_ratio,
+    process_peak_rss,
+    results_path,
+    write_results,
+)
+from benchmarks.original_batches import GROUPINGS  # noqa: E402
+from benchmarks.original_loop import OriginalStyleLoop  # noqa: E402
+from benchmarks.trainer_side import TrainerSide  # noqa: E402
+from benchmarks.workload import HELD_OUT_FRACTION, build_workload  # noqa: E402
 
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t)
-
-
-def flops_per_token(model_config, seq_len: float, layers: int, vocab_head: bool = True) -> float:
-    """Forward FLOPs per token of a BERT-like encoder with an MLM head (weights and attention scores)."""
-    d = getattr(model_config, "hidden_size", None) or model_config.dim
-    ff = getattr(model_config, "intermediate_size", None) or model_config.hidden_dim
-    per_layer = 2 * (4 * d * d + 2 * d * ff) + 2 * 2 * seq_len * d  # projections + QK^T and AV
-    head = 2 * (d * d + d * model_config.vocab_size) if vocab_head else 0
-    return layers * per_layer + head
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# per device: micro-batch, windows, steps per window, warm-up steps
+DEFAULTS = {"cuda": (128, 8, 5, 3), "cpu": (16, 6, 3, 2)}
 
 
-def baseline(args, teacher, student, tokenizer, corpus, masker) -> dict:
-    """The original loop: fp32, torch AdamW, random batches, logits on every position."""
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(corpus.train))
-    T = 2.0
-    tokens, elapsed = 0, 0.0
-    student.train()
-    for step in range(args.warmup + args.steps):
-        idx = order[step * args.micro_batch:(step + 1) * args.micro_batch].tolist()
-        batch = collate_batch([{"input_ids": x} for x in corpus.train[idx]["input_ids"]], tokenizer.pad_token_id)
-        ids, labels = masker.mask(batch["input_ids"], batch["attention_mask"], torch.Generator().manual_seed(step))
-        attn = batch["attention_mask"]
-        t0 = time.perf_counter()
-        s_out = student(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-        with torch.no_grad():
-            t_out = teacher(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-        s_logits, t_logits = s_out.logits, t_out.logits  # (bs, seq_len, voc_size)
-        mask = attn.unsqueeze(-1).expand_as(s_logits).bool()  # (bs, seq_len, voc_size)
-        s_slct = torch.masked_select(s_logits, mask).view(-1, s_logits.size(-1))  # (n_tokens, voc_size)
-        t_slct = torch.masked_select(t_logits, mask).view(-1, s_logits.size(-1))  # (n_tokens, voc_size)
-        loss_ce = F.kl_div(F.log_softmax(s_slct / T, -1), F.softmax(t_slct / T, -1), reduction="batchmean") * T**2
-        loss_mlm = F.cross_entropy(s_logits.view(-1, s_logits.size(-1)), labels.view(-1), ignore_index=-100)
-        hmask = attn.unsqueeze(-1).expand_as(s_out.hidden_states[-1]).bool()  # (bs, seq_len, dim)
-        s_h = torch.masked_select(s_out.hidden_states[-1], hmask).view(-1, s_out.hidden_states[-1].size(-1))
-        t_h = torch.masked_select(t_out.hidden_states[-1], hmask).view(-1, s_out.hidden_states[-1].size(-1))
-        loss_cos = F.cosine_embedding_loss(s_h, t_h, torch.ones(s_h.size(0)))
-        loss = 5.0 * loss_ce + 2.0 * loss_mlm + 1.0 * loss_cos
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if step >= args.warmup:
-            elapsed += time.perf_counter() - t0
-            tokens += int(attn.sum())
-    return {"tokens_per_second": tokens / elapsed, "tokens": tokens, "seconds": elapsed,
-            "mean_len": tokens / (args.steps * args.micro_batch)}
-
-
-def kd_plugin_trainer(args, out_dir: Path) -> dict:
-    """Run the real trainer (as experiments/distill.py does) and read its logged throughput."""
-    from kd_plugin.training.trainer import DistillationTrainer
-
-    sys.argv = [sys.argv[0]]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("distill_experiment", PROJECT / "experiments" / "distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    holder = {}
-
-    @module.ex.main
-    def capture(_config):
-        holder["cfg"] = dict(_config)
-
-    module.ex.run(config_updates={
-        "teacher": args.teacher, "batch": {"micro_batch_size": args.micro_batch},
-        "max_steps": args.warmup + args.steps, "log_every": 1, "checkpoint_every": None,
-        "output_dir": str(out_dir), "progress_bar": False, "deepspeed_config": str(PROJECT / args.ds_config),
-        "data": {"max_seq_length": args.max_seq_length},
-    })
-    trainer = DistillationTrainer(holder["cfg"])
-    trainer.run()
-    records = [json.loads(line) for line in open(out_dir / "metrics.jsonl")][args.warmup:]
-    # Each record's tokens_per_second covers exactly one optimizer step (log_every=1): time-weighted mean.
-    seconds = sum(1.0 / r["tokens_per_second"] for r in records)
-    return {"tokens_per_second": len(records) / seconds, "engine": trainer.info["engine"]}
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default="bert-tiny")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
+                        help="default: both on CUDA, fp32 on CPU")
+    parser.add_argument("--windows", type=int, default=None, help="timed windows per side (default 8 CUDA, 6 CPU)")
+    parser.add_argument("--steps-per-window", type=int, default=None, help="optimizer steps per window (5 / 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps per side first (3 / 2)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="sequences per micro-batch (128 / 16)")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--max-seq-length", type=int, default=128)
-    parser.add_argument("--ds-config", default="ds_configs/bf16.json")
-    args = parser.parse_args()
-    ensure_launch_env()
-    torch.set_num_threads(os.cpu_count() or 1)
+    parser.add_argument("--grouping", choices=GROUPINGS, default="grouped",
+                        help="length-grouped batches (group_by_size, the default) or random batches")
+    parser.add_argument("--out", default=str(PROJECT / "benchmarks" / "results"), help="results folder")
+    parser.add_argument("--cache-dir", default=str(PROJECT / ".cache"),
+                        help="tokenized corpus and the saved random BERT-base teacher")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-trainer", action="store_true", help="the original-style loop alone")
+    parser.add_argument("--baseline-twice", action="store_true", help=argparse.SUPPRESS)  # harness self-test
+    parser.add_argument("--memory-probe", action="store_true",
+                        help="CUDA: the largest micro-batch of full-length sequences one optimizer step fits, with its "
+                        "peak memory, and the accumulation the paper's 4096-sequence batch then needs")
+    parser.add_argument("--memory-probe-length", type=int, default=512)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    micro_batch, windows, steps, warmup = DEFAULTS[device.type]
+    args.device = device
+    args.micro_batch = args.micro_batch or micro_batch
+    args.windows = args.windows or windows
+    args.steps_per_window = args.steps_per_window or steps
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.precision = args.precision or ("both" if device.type == "cuda" else "fp32")
+    args.precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    return args
 
-    source = resolve_teacher(args.teacher)
-    teacher, tokenizer = load_teacher(source)
-    student, summary = build_student(teacher, "alternate")
-    corpus = build_tokenized_corpus(load_corpus("wiki_leads"), tokenizer, args.max_seq_length,
-                                    PROJECT / ".cache" / "datasets", 0.02)
-    masker = DynamicMasker(MaskingConfig(), len(tokenizer), tokenizer.mask_token_id, tokenizer.pad_token_id,
-                           tokenizer.all_special_ids, corpus.token_counts)
 
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    base = baseline(args, teacher, student, tokenizer, corpus, masker)
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = kd_plugin_trainer(args, Path(tmp) / "run")
+def make_sides(args, workload, precision: str) -> tuple[list, str]:
+    """The sides of one precision, and the name of the baseline among them."""
 
-    seq = base["mean_len"]
-    f_student = flops_per_token(student.config, seq, student.config.n_layers)
-    f_teacher = flops_per_token(teacher.config, seq, teacher.config.num_hidden_layers)
-    train_flops_per_token = 3 * f_student + f_teacher
-    ratio = ours["tokens_per_second"] / base["tokens_per_second"]
-    print(f"\nteacher {args.teacher} ({summary.teacher_n_parameters / 1e6:.1f} M params) -> student "
-          f"{summary.n_layers} layers ({summary.n_parameters / 1e6:.1f} M); micro-batch {args.micro_batch}, "
-          f"max_seq_length {args.max_seq_length}, {args.steps} timed steps after {args.warmup} warm-up steps")
-    print(f"dense matmul peak (2048^2, {torch.get_num_threads()} threads): fp32 {peak32 / 1e9:.1f} GFLOP/s, "
-          f"bf16 {peak16 / 1e9:.1f} GFLOP/s")
-    print(f"{'':34s}{'tokens/s':>10s}{'GFLOP/s':>10s}{'of peak':>10s}")
-    for name, tps, peak in [("baseline (fp32, AdamW, random)", base["tokens_per_second"], peak32),
-                            (f"kd_plugin ({ours['engine']['precision']}, {ours['engine']['optimizer']})",
-                             ours["tokens_per_second"], peak16 if ours["engine"]["precision"] == "bf16" else peak32)]:
-        gflops = tps * train_flops_per_token / 1e9
-        print(f"{name:34s}{tps:10.0f}{gflops:10.2f}{gflops * 1e9 / peak:10.1%}")
-    print(f"speed-up kd_plugin / baseline: {ratio:.2f}x (target >= 1.5x)")
-    if not math.isfinite(ratio):
-        raise SystemExit(1)
+    def loop(name: str) -> OriginalStyleLoop:
+        return OriginalStyleLoop(
+            workload.teacher, workload.student, workload.tokenizer, workload.corpus, args.micro_batch,
+            precision=precision, grouping=args.grouping, gradient_accumulation_steps=args.gradient_accumulation_steps,
+            seed=args.seed, name=name,
+        )
+
+    if args.baseline_twice:
+        return [loop("original-style loop A"), loop("original-style loop B")], "original-style loop A"
+    if args.no_trainer:
+        return [loop("original-style loop")], "original-style loop"
+    trainer = TrainerSide(
+        workload.teacher_ref, precision, args.micro_batch, args.max_seq_length, args.device,
+        n_layers=workload.description["student_layers"], gradient_accumulation_steps=args.gradient_accumulation_steps,
+        grouping=args.grouping, data_cache_dir=Path(args.cache_dir) / "datasets",
+        held_out_fraction=HELD_OUT_FRACTION, seed=args.seed,
+    )
+    return [trainer, loop("original-style loop")], "original-style loop"
+
+
+def release(sides: list) -> None:
+    for side in sides:
+        if hasattr(side, "close"):
+            side.close()
+    sides.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 512)) -> dict:
+    """Grow the micro-batch of ``seq_len``-token sequences until an optimizer step no longer fits."""
+    fits = []
+    for size in sizes:
+        try:
+            peak = trainer.probe_memory(size, seq_len)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            print(f"  memory probe: micro-batch {size} x {seq_len}: out of memory", flush=True)
+            break
+        fits.append({"micro_batch": size, "peak_memory_bytes": peak})
+        print(f"  memory probe: micro-batch {size} x {seq_len}: peak {peak / 2**30:.1f} GiB", flush=True)
+    largest = fits[-1] if fits else None
+    total = torch.cuda.get_device_properties(trainer.device).total_memory
+    return {"seq_len": seq_len, "device_memory_bytes": total, "fits": fits,
+            "largest_micro_batch": largest["micro_batch"] if largest else None,
+            "accumulation_for_4096": -(-4096 // largest["micro_batch"]) if largest else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = args.device
+    started = time.perf_counter()
+    summary = device_summary(device)
+    print(f"device: {summary.get('gpu') or summary['cpu']} ({device.type}), torch {summary['torch']}, "
+          f"{summary['torch_threads']} threads", flush=True)
+
+    peaks = {name: matmul_peak(PEAK_DTYPES[name], device) for name in args.precisions}
+    print("dense matmul peak: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
+
+    workload = build_workload(device, args.max_seq_length, Path(args.cache_dir), args.seed)
+    seq_len = attention_length(workload.corpus.lengths("train"))
+    flops = distillation_flops_per_token(
+        EncoderShape.of(workload.student.config), EncoderShape.of(workload.teacher.config), seq_len
+    )
+    print(f"workload: {workload.description}", flush=True)
+
+    rows, comparisons = [], []
+    for precision in args.precisions:
+        print(f"\n== {precision}: {args.warmup} warm-up steps, {args.windows} windows x {args.steps_per_window} "
+              f"steps per side", flush=True)
+        sides, baseline = make_sides(args, workload, precision)
+        timings = alternate(sides, args.windows, args.steps_per_window, args.warmup, device)
+        observations = {side.name: observe_window(side, args.steps_per_window, device) for side in sides}
+        phases = {side.name: side.phase_breakdown(args.steps_per_window) for side in sides
+                  if hasattr(side, "phase_breakdown")}
+        base_timing = next(t for t in timings if t.side == baseline)
+        base = base_timing.median_tokens_per_s
+        comparison = {"precision": precision, "baseline": baseline, "sides": []}
+        for side, timing in zip(sides, timings, strict=True):
+            row = timing.to_dict()
+            observed = observations[side.name]
+            model_flops = row["median_tokens_per_s"] * flops["step"]
+            row.update(
+                ratio_vs_baseline=row["median_tokens_per_s"] / base,
+                paired_ratio_vs_baseline=paired_ratio(timing, base_timing),
+                model_flops_per_s=model_flops,
+                share_of_peak=model_flops / peaks[precision],
+                gpu_busy_share=observed.gpu_busy_share if observed else None,
+                peak_memory_bytes=observed.peak_memory_bytes if observed else None,
+                step_memory_bytes=observed.step_memory_bytes if observed else None,
+                observed_window=observed.to_dict() if observed else None,
+                last_losses=getattr(side, "last_losses", None),
+                notes=getattr(side, "notes", None),
+                phase_breakdown=phases.get(side.name),
+            )
+            rows.append(row)
+            comparison["sides"].append(row)
+        comparisons.append(comparison)
+        for name, breakdown in phases.items():
+            print(f"\nper-phase time of {name} [{precision}] (synchronised, {args.steps_per_window} steps):")
+            for phase, figures in sorted(breakdown.items(), key=lambda kv: -kv[1]["ms_per_step"]):
+                print(f"  {phase:<16} {figures['ms_per_step']:9.1f} ms/step  {figures['share']:6.1%}")
+        if args.memory_probe and device.type == "cuda" and precision == args.precisions[-1]:
+            trainer = next(side for side in sides if hasattr(side, "probe_memory"))
+            comparison["memory_probe"] = probe_micro_batches(trainer, args.memory_probe_length)
+        release(sides)
+
+    notes = [
+        "tokens/s counts real (non-pad) tokens; median over alternated windows; ratio = side median / baseline "
+        "median of the same precision; paired = median over rounds of side / baseline within the round",
+        "model FLOP/s = tokens/s x (3 x student forward + teacher forward) FLOPs per token; share of the dense "
+        "matmul peak measured in this run in the same precision",
+    ]
+    rss = None
+    if device.type != "cuda":
+        rss = process_peak_rss()
+        notes.append(f"CPU: no per-side memory; the process's peak RSS (all sides, corpus, models) was "
+                     f"{rss / 2**30:.2f} GiB")
+    if args.baseline_twice:
+        notes.append("harness self-test: two independent original-style loops with identical settings; "
+                     "the ratio should be close to 1")
+
+    results = {
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+        "device": summary,
+        "matmul_peak_flops_per_s": peaks,
+        "workload": dict(
+            workload.description, micro_batch=args.micro_batch, grouping=args.grouping,
+            gradient_accumulation_steps=args.gradient_accumulation_steps, attention_length=seq_len,
+            flops_per_token=flops,
+        ),
+        "settings": {"windows": args.windows, "steps_per_window": args.steps_per_window, "warmup_steps": args.warmup,
+                     "seed": args.seed},
+        "comparisons": comparisons,
+        "process_peak_rss_bytes": rss,
+        "wall_seconds": time.perf_counter() - started,
+        "notes": notes,
+    }
+    path = write_results(results_path(args.out, device), results)
+    print("\n" + markdown_table(rows))
+    for note in notes:
+        print(f"- {note}")
+    print(f"\nresults: {path}", flush=True)
+    return results
 
 
 if __name__ == "__main__":
