@@ -22,7 +22,7 @@ while True:
         time.sleep(0.2)
 print("[test] SecantusDB test server at $KD_TEST_MONGO_URL")
 PY
-# One worker per core (at most 4; KD_TEST_WORKERS overrides, 0 = in this process): most tests wait on a
+# One worker per core (at most 4; KD_TEST_WORKERS overrides, 1 = in this process): most tests wait on a
 # subprocess that is one Python process importing torch and DeepSpeed, so files run side by side scale with the
 # cores. --dist loadfile keeps a file's module-scoped fixtures (one distillation run, shared) in one worker.
 CORES=$(nproc 2>/dev/null || echo 2)
