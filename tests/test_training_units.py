@@ -157,3 +157,22 @@ def test_resuming_with_another_learning_rate_or_schedule_is_refused():
         with pytest.raises(ConfigError, match=f"written with {key}=") as err:
             check_compatible(plan(), plan(**change))
         assert err.value.key == "resume"
+
+
+@pytest.mark.parametrize("sig, raised", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])
+def test_the_first_signal_is_a_request_and_the_second_stops_at_once_with_its_own_status(sig, raised):
+    import os
+    import signal
+
+    from kd_plugin.training.interruption import StopRequest, Terminated
+
+    signum = getattr(signal, sig)
+    before = signal.getsignal(signum)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signum)  # a real signal to this process: the handler only records it
+        assert stop.agreed() == signum
+        with pytest.raises(KeyboardInterrupt) as err:
+            os.kill(os.getpid(), signum)
+        assert type(err.value).__name__ == raised
+        assert isinstance(err.value, Terminated) == (sig == "SIGTERM")  # clean_exit: exit status 143 vs 130
+    assert signal.getsignal(signum) == before  # the previous handler is back

@@ -100,9 +100,9 @@ class StopRequest:
         self._group = None  # the process group the ranks agree in (a CPU one under NCCL)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # a second signal: stop now
+        if self.signum is not None:  # a second signal: stop now (exit status 128 + this signal)
             self.restore()
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.signum = signum
 
     def install(self) -> StopRequest:
