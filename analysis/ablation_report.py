@@ -55,19 +55,23 @@ def runs_from_database(sweep: str, url: str | None = None, db: str | None = None
 
 def _teacher_rows(sweep: str, url: str | None, db: str | None, distill_runs: pd.DataFrame) -> pd.DataFrame:
     """The reference: the sweep's fine-tunes of the teacher itself (``finetune.py -c "kd-sweep sweep=NAME
-    variant=teacher" with model=<teacher>``), with the teacher's held-out masked-token accuracy as measured by
-    the distillation runs (one teacher, one held-out split: the same number in every run)."""
+    variant=teacher" with model=<teacher> seed=N``), with the teacher's held-out masked-token accuracy as
+    measured by the distillation runs of the same seed (one teacher and split; the masks follow the seed)."""
     from analysis import load_runs
 
     finetunes = load_runs(url=url, db=db, experiment="finetune", sweep=sweep, status="COMPLETED", downstream=False)
     if finetunes.empty or "variant" not in finetunes:
         return pd.DataFrame(columns=CSV_COLUMNS)
     finetunes = finetunes[finetunes["variant"] == TEACHER_ROW]
-    held_out = distill_runs.get("final.held_out_mlm_accuracy_teacher", pd.Series(dtype=float)).median()
+    # the held-out masks follow the run's seed: the teacher's accuracy of a seed is what that seed's runs measured
+    teacher_column = distill_runs.get("final.held_out_mlm_accuracy_teacher", pd.Series(dtype=float))
+    by_seed = teacher_column.groupby(distill_runs["seed"].astype(int)).median()
+    seeds = finetunes["seed"].astype(int)
     return pd.DataFrame({
         "run_id": finetunes.index.astype(int), "downstream_run_id": finetunes.index.astype(int),
-        "variant": TEACHER_ROW, "seed": finetunes["seed"].astype(int).to_numpy(),
-        "held_out_accuracy": held_out, "downstream_macro": finetunes["result.macro_accuracy"].to_numpy(),
+        "variant": TEACHER_ROW, "seed": seeds.to_numpy(),
+        "held_out_accuracy": seeds.map(by_seed).to_numpy(dtype=float),
+        "downstream_macro": finetunes["result.macro_accuracy"].to_numpy(),
     })
 
 

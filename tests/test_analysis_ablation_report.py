@@ -20,7 +20,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 # variant -> {seed: (held-out accuracy, downstream macro accuracy)}, fractions as stored
 RUNS = {
-    "teacher": {1: (0.20, 0.81), 2: (0.20, 0.79)},
+    "teacher": {1: (0.20, 0.81), 2: (0.22, 0.79)},
     "full": {1: (0.117, 0.756), 2: (0.115, 0.752), 3: (0.120, 0.760)},
     "no_ce": {1: (0.110, 0.700), 2: (0.112, 0.720), 3: (0.108, 0.710)},
     "random_init": {1: (0.047, 0.495)},
@@ -114,7 +114,8 @@ def test_the_rows_come_from_the_sweeps_runs_in_the_database(database):  # noqa: 
             else:
                 insert_run(database, run_id, {**VARIANTS[variant].updates, "seed": seed}, comment=comment,
                            metrics={"held_out_mlm_accuracy_student": ([150], [held_out]),
-                                    "held_out_mlm_accuracy_teacher": ([150], [RUNS["teacher"][1][0]])})
+                                    # the teacher as measured by this seed's runs (the masks follow the seed)
+                                    "held_out_mlm_accuracy_teacher": ([150], [RUNS["teacher"].get(seed, (0.3,))[0]])})
                 insert_run(database, run_id + 500, {"distill_run_id": run_id, "seed": seed}, experiment="finetune",
                            comment=comment, result={"macro_accuracy": macro})
             run_id += 1
