@@ -43,7 +43,14 @@ from analysis.flatten import flatten, hashable
 from analysis.logged_metrics import fetch_long, summarise
 from analysis.query import build_run_query, config_key
 from kd_plugin.ablation import variant_of
-from kd_plugin.tracking.dead_runs import RULE_FIELDS, STATUS_DIED, last_sign_of_life, looks_dead, utc_now
+from kd_plugin.tracking.dead_runs import (
+    RULE_FIELDS,
+    STATUS_DIED,
+    last_sign_of_life,
+    looks_dead,
+    naive_utc,
+    utc_now,
+)
 from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
 from kd_plugin.tracking.run_tags import parse_tags
 
@@ -71,10 +78,11 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
     comment = (doc.get("meta") or {}).get("comment")
     tags = parse_tags(comment)
     config = flatten(doc.get("config") or {})
-    status, start, stop = doc.get("status"), doc.get("start_time"), doc.get("stop_time")
+    # Naive UTC whatever the client's tz_aware setting, so durations and the DIED rule never mix the two kinds.
+    status, start, stop = doc.get("status"), naive_utc(doc.get("start_time")), naive_utc(doc.get("stop_time"))
     if looks_dead(doc, now):  # RUNNING in the database, but its heartbeat stopped (kd_plugin.tracking.dead_runs)
         status, stop = STATUS_DIED, last_sign_of_life(doc)
-    end = stop or doc.get("heartbeat")
+    end = stop or naive_utc(doc.get("heartbeat"))
     info = doc.get("info") or {}
     row: dict[str, Any] = {
         "experiment": (doc.get("experiment") or {}).get("name"),

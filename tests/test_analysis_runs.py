@@ -301,3 +301,25 @@ def test_resume_chain_columns_and_stitched_curves(database):
     assert curve(1) == [(s, 10.0 + s - 1, 1) for s in range(1, 9)]
     assert curve(4) == [(4, 40.0, 4), (5, 41.0, 4)]
     assert list(curves.columns) == ["run_id", "name", "step", "value", "logged_by"]
+
+
+def test_a_tz_aware_client_gives_the_same_table(database, mongo_url, monkeypatch):
+    """Notebooks often open ``MongoClient(tz_aware=True)``: times come back aware, and must not be mixed with
+    the naive UTC that Sacred writes and the DIED rule computes (a TypeError before)."""
+    monkeypatch.delenv("KD_DEAD_AFTER_S", raising=False)
+    now = utc_now().replace(microsecond=0)
+    insert_run(database, 1, status="RUNNING", start=now - dt.timedelta(hours=1), seconds=60)  # dead: DIED
+    insert_run(database, 2, seconds=90.5, metrics={"loss": ([1, 2], [3.0, 2.0])})
+    aware_client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
+    try:
+        aware = load_runs(db=aware_client[database.name])
+        curves = load_metrics(2, db=aware_client[database.name])
+    finally:
+        aware_client.close()
+    naive = load_runs(db=database)
+
+    assert aware["status"].tolist() == ["DIED", "COMPLETED"]
+    assert aware.loc[1, "stop_time"] == pd.Timestamp(now - dt.timedelta(minutes=59))  # its last heartbeat
+    assert aware.loc[2, "start_time"] == pd.Timestamp(T0) and aware.loc[2, "duration_s"] == pytest.approx(90.5)
+    pd.testing.assert_frame_equal(aware, naive)
+    assert curves["value"].tolist() == [3.0, 2.0]

@@ -48,7 +48,8 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _naive_utc(value: Any) -> dt.datetime | None:
+def naive_utc(value: Any) -> dt.datetime | None:
+    """A stored time as Sacred writes it (naive UTC), also when read by a ``tz_aware=True`` client; None if absent."""
     if not isinstance(value, dt.datetime):
         return None
     if value.tzinfo is not None:
@@ -87,7 +88,7 @@ def dead_after_s(run: dict[str, Any]) -> float:
 
 def last_sign_of_life(run: dict[str, Any]) -> dt.datetime | None:
     """The run's last heartbeat, else its start time (naive UTC)."""
-    return _naive_utc(run.get("heartbeat")) or _naive_utc(run.get("start_time"))
+    return naive_utc(run.get("heartbeat")) or naive_utc(run.get("start_time"))
 
 
 def looks_dead(run: dict[str, Any], now: dt.datetime | None = None) -> bool:
