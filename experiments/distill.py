@@ -104,7 +104,7 @@ def config():
     output_dir = None  # null = outputs/distill/<time>-<config hash>
     resume = None  # a <output_dir>/checkpoints directory to continue from
     stop_at_step = None  # end this run early at this step (schedule still planned for max_steps); resume later
-    progress_bar = True
+    progress_bar = True  # a tqdm bar; False: one plain log line per log point (for log files)
     eval_max_sequences = 1000  # held-out sequences for the final masked-token accuracy of teacher and student (0 = skip)
 
 

@@ -63,7 +63,7 @@ def config():
     output_dir = None  # null = <cache_root>/<teacher>-prepared-<key>
     overwrite = False  # prepare again even when the cache directory is complete
     log_every = 10  # optimizer steps between logged training metrics
-    progress_bar = True
+    progress_bar = True  # a tqdm bar; False: one plain log line per log point (for log files)
 
 
 ex.add_named_config("smoke", SMOKE)

@@ -86,8 +86,14 @@ def test_every_shipped_deepspeed_config_trains_the_same_student(tmp_path, db):
     curves = {}
     for name in ("zero2", "zero1", "zero3", "zero2_offload", "bf16"):
         out = tmp_path / name
-        check(run_distill([*common, f"output_dir={out}", f"deepspeed_config=ds_configs/{name}.json"], run_env(*db)))
+        proc = run_distill([*common, f"output_dir={out}", f"deepspeed_config=ds_configs/{name}.json"], run_env(*db))
+        check(proc)
         curves[name] = [m["loss"] for m in read_metrics(out)]
+        # progress_bar=False: one plain progress line per log point, repeating the logged loss
+        progress = [line for line in proc.stderr.splitlines() if " - distill step " in line]
+        assert [line.split(" - ", 2)[2].split(" | ")[0] for line in progress] == [
+            f"distill step {m['step']}/3 ({100 * m['step'] / 3:.0f} %) loss {m['loss']:.4g} "
+            f"tokens_per_second {m['tokens_per_second']:.4g}" for m in read_metrics(out)]
         student = DistilBertForMaskedLM.from_pretrained(out / "student")
         assert student.dtype == torch.float32
         # `python -m kd_plugin.export` turns the checkpoint alone into the same student, under every ZeRO stage

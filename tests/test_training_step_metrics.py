@@ -4,6 +4,7 @@ state, the launcher's --local_rank argument."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 
@@ -14,7 +15,7 @@ import torch
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.launch import strip_local_rank_argument
 from kd_plugin.training import checkpointing
-from kd_plugin.training.callbacks import MetricsFile, ScalarLog, StepReport, default_callbacks
+from kd_plugin.training.callbacks import MetricsFile, ProgressLog, ScalarLog, StepReport, default_callbacks
 from kd_plugin.training.step_metrics import AccumulationWindow
 
 
@@ -52,7 +53,9 @@ def test_metrics_file_and_tracker_get_only_logged_steps(tmp_path):
 def test_only_rank_0_gets_callbacks(tmp_path):
     assert default_callbacks(tmp_path, False, print, True, 10, 0) == []
     kinds = [type(c).__name__ for c in default_callbacks(tmp_path, True, print, False, 10, 0)]
-    assert kinds == ["MetricsFile", "ScalarLog"]
+    assert kinds == ["MetricsFile", "ScalarLog", "ProgressLog"]  # no bar: progress lines instead
+    kinds = [type(c).__name__ for c in default_callbacks(tmp_path, True, None, True, 10, 0)]
+    assert kinds == ["MetricsFile", "ProgressBar"]
 
 
 def test_client_state_restores_every_rng_and_refuses_another_plan():
@@ -91,3 +94,17 @@ def test_tools_come_from_the_interpreters_environment(monkeypatch):
     assert os.environ["PATH"].split(os.pathsep).count(str(bin_dir)) == 1
     if (bin_dir / "ninja").exists():
         assert shutil.which("ninja") == str(bin_dir / "ninja")
+
+
+def test_without_a_bar_each_log_point_is_one_progress_line_with_the_time_left(caplog):
+    clock = iter([100.0, 130.0, 160.0])  # start, then the two log points: 30 s per 2 steps
+    progress = ProgressLog(total_steps=10, initial=4, clock=lambda: next(clock))  # resumed at step 4
+    with caplog.at_level(logging.INFO, logger="kd_plugin.training.callbacks"):
+        for step, metrics in [(5, None), (6, {"loss": 2.5, "lr": 1e-3, "tokens_per_second": 812.4}), (7, None),
+                              (8, {"loss": 2.25, "lr": 5e-4, "tokens_per_second": 790.0})]:
+            progress.on_step(StepReport(step, 10, metrics))
+    # 2 steps in 30 s -> 4 left take 60 s; 4 steps in 60 s -> 2 left take 30 s; lr is not repeated
+    assert caplog.messages == [
+        "distill step 6/10 (60 %) loss 2.5 tokens_per_second 812.4 | 0:00:30 elapsed, 0:01:00 left",
+        "distill step 8/10 (80 %) loss 2.25 tokens_per_second 790 | 0:01:00 elapsed, 0:00:30 left",
+    ]

@@ -39,6 +39,7 @@ from kd_plugin.optimization import linear_warmup_decay, parameter_groups
 from kd_plugin.preparation.cache import corpus_fingerprint, locate, read_record, say
 from kd_plugin.preparation.preparation_config import PreparationConfig, TrainingPhase
 from kd_plugin.preparation.recipes import RECORD_FILE
+from kd_plugin.runtime.progress import progress_line
 from kd_plugin.teacher_catalogue import TeacherSource, resolve_teacher
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ def train_phase(model, batches, phase: TrainingPhase, *, desc: str, log_scalar: 
                 for name, value in last.items():
                     log_scalar(f"{phase.name}.{name}", value, step_offset + step)
             window = {"loss": 0.0, "correct": 0, "masked": 0, "n": 0}
+            if not progress_bar:
+                logger.info(progress_line(desc, step, steps, 0, time.perf_counter() - started, last))
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}")
         bar.update(1)
     bar.close()

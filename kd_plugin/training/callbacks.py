@@ -8,6 +8,8 @@ gets callbacks (:func:`default_callbacks`): one local file, one tracker, one pro
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,11 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
+from kd_plugin.runtime.progress import progress_line
+
 LogScalar = Callable[[str, float, int], None]  # Sacred's run.log_scalar(name, value, step)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,14 +102,32 @@ class ProgressBar:
         self.bar.close()
 
 
+class ProgressLog:
+    """Without a bar (``progress_bar=False``: batch jobs, logs to a file): one plain line per log point, with the
+    rate and the time left, so a log file shows progress without tqdm's carriage returns."""
+
+    def __init__(self, total_steps: int, initial: int, desc: str = "distill",
+                 clock: Callable[[], float] = time.monotonic):
+        self.total_steps, self.initial, self.desc, self.clock = total_steps, initial, desc, clock
+        self.started = clock()
+
+    def on_step(self, report: StepReport) -> None:
+        if report.metrics is not None:
+            logger.info(progress_line(self.desc, report.step, self.total_steps, self.initial,
+                                      self.clock() - self.started, report.metrics))
+
+    def close(self) -> None:
+        pass
+
+
 def default_callbacks(output_dir: Path, is_main: bool, log_scalar: LogScalar | None, progress_bar: bool,
                       total_steps: int, initial_step: int) -> list[StepCallback]:
-    """Rank 0: metrics.jsonl, the tracker (when given) and the progress bar (when asked); other ranks: none."""
+    """Rank 0: metrics.jsonl, the tracker (when given) and the progress bar (or, without it, a progress line per
+    log point); other ranks: none."""
     if not is_main:
         return []
     callbacks: list[StepCallback] = [MetricsFile(output_dir)]
     if log_scalar is not None:
         callbacks.append(ScalarLog(log_scalar))
-    if progress_bar:
-        callbacks.append(ProgressBar(total_steps, initial_step))
+    callbacks.append(ProgressBar(total_steps, initial_step) if progress_bar else ProgressLog(total_steps, initial_step))
     return callbacks
