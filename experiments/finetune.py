@@ -40,9 +40,9 @@ from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
 from kd_plugin.downstream.finetune_config import FinetuneConfig  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
+from kd_plugin.runtime.paths import OUTPUTS  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parents[1]
 ex = Experiment("finetune", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
@@ -127,7 +127,7 @@ def _output_dir(config: FinetuneConfig) -> Path:
     if config.output_dir is not None:
         return config.output_dir
     digest = hashlib.sha256(json.dumps(dict(config.raw), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return PROJECT / "outputs" / "finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+    return OUTPUTS / "finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
 @ex.main

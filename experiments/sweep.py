@@ -50,18 +50,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))  # runnable from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from kd_plugin.ablation import RANDOM_INIT, VARIANT_KEYS, VARIANTS  # noqa: E402
+from kd_plugin.runtime.paths import EXPERIMENTS, OUTPUTS, PROJECT_ROOT  # noqa: E402
 from kd_plugin.tracking.credentials import mask_url as redact_url  # noqa: E402
 from kd_plugin.tracking.locations import DEFAULT_DB_NAME, resolve_database  # noqa: E402
 from kd_plugin.tracking.locations import ENV_MONGO_DB as ENV_DB  # noqa: E402
 from kd_plugin.tracking.locations import ENV_MONGO_URL as ENV_URL  # noqa: E402
 from kd_plugin.tracking.run_tags import check_tag_value, format_tags  # noqa: E402
 
-DISTILL = PROJECT / "experiments" / "distill.py"
-FINETUNE = PROJECT / "experiments" / "finetune.py"
+DISTILL = EXPERIMENTS / "distill.py"
+FINETUNE = EXPERIMENTS / "finetune.py"
 # Set per run by the sweep or by distill.py itself; never inherited from the sweep's environment.
 _LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _RUN_ID = re.compile(r'Started run with ID "(\d+)"')
@@ -271,7 +271,7 @@ def _run_logged(cmd: list[str], log_path: Path, env: dict[str, str], job: Job, s
     with open(log_path, "wb") as log:
         # Own session: a Ctrl-C in the terminal reaches only the sweep, which forwards exactly one SIGINT.
         job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=str(PROJECT), start_new_session=True)
+                                    env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
         if stopping.is_set():  # interrupted while this run was being started
             job.proc.send_signal(signal.SIGINT)
         returncode = job.proc.wait()
@@ -326,7 +326,7 @@ def _terminate_as_interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     db_env, where = database_env(args)
-    default_logs = args.output_root / "logs" if args.output_root else PROJECT / "outputs" / "sweeps" / args.name
+    default_logs = args.output_root / "logs" if args.output_root else OUTPUTS / "sweeps" / args.name
     log_dir = (args.log_dir or default_logs).resolve()
     jobs = build_jobs(args, log_dir)
 
