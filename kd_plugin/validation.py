@@ -69,9 +69,14 @@ def text(value: Any, key: str, allow_none: bool = False, what: str = "a non-empt
     return value
 
 
-def block(cfg: Mapping[str, Any], key: str, known: Iterable[str]) -> dict[str, Any]:
-    """A nested config block as a dict, refusing keys nobody reads (a typo would otherwise be ignored)."""
+def block(cfg: Mapping[str, Any], key: str, known: Iterable[str], *, none_is_empty: bool = False) -> dict[str, Any]:
+    """A nested config block as a dict, refusing keys nobody reads (a typo would otherwise be ignored).
+
+    none_is_empty: a missing or null block reads as ``{}`` (blocks whose every setting is optional).
+    """
     value = cfg.get(key)
+    if value is None and none_is_empty:
+        return {}
     if not isinstance(value, Mapping):
         raise ConfigError(key, f"{value!r} is not a block of settings", f"{key}.<setting>=... updates")
     known = tuple(known)

@@ -109,6 +109,12 @@ def test_the_default_config_parses_into_typed_frozen_blocks(default_config):
     assert config.tasks == ("mr_sentiment", "conll2010_uncertainty", "bbc_topics", "wiki_topics")
     assert config.source.model == "bert-tiny" and config.source.distill_run_id is None
     assert (config.source.distill_db.url, config.source.distill_db.name) == (None, None)
+    for unset in (None, {}):  # `with distill_db=null` reads as the empty block, not as an error
+        parsed = FinetuneConfig.from_dict({**default_config, "model": "bert-tiny", "distill_db": unset})
+        assert parsed.source.distill_db == config.source.distill_db
+    with pytest.raises(ConfigError) as info:
+        FinetuneConfig.from_dict({**default_config, "model": "bert-tiny", "distill_db": "mongodb://h"})
+    assert info.value.key == "distill_db"  # a URL where the block belongs: a block of url / name
     assert (config.splits.split_seed, config.splits.max_train_examples) == (0, None)
     assert config.training.learning_rates == (3e-4,)
     assert config.training.at(3e-4) == FinetuneSettings(max_seq_length=128, batch_size=32, eval_batch_size=128,

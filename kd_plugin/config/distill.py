@@ -33,6 +33,7 @@ from kd_plugin.config.batch import BATCH_KEYS, BatchSettings
 from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.optim import OptimSettings
 from kd_plugin.config.resume import find_checkpoint_dir
+from kd_plugin.data.corpus_sources import check_sample_by
 from kd_plugin.errors import ConfigError
 from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
 from kd_plugin.losses.term import OPTIONS_KEY, WEIGHTS_KEY
@@ -42,7 +43,6 @@ from kd_plugin.student.layer_selection import LAYER_STRATEGIES
 # The paper's four terms keep the names of the public code's command line (alpha_ce, ...); the registry's other
 # terms are weighted under loss_weights.<term>.
 ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_cos": "cos", "alpha_mse": "mse"}
-SAMPLE_BY = ("line", "paragraph")
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 
 
@@ -92,7 +92,7 @@ class DataSettings:
             held_out_fraction=values.number(data.get("held_out_fraction"), "data.held_out_fraction", 0.0, 1.0,
                                             high_open=True),
             max_documents=values.integer(data.get("max_documents"), "data.max_documents", allow_none=True),
-            sample_by=values.choice(data.get("sample_by"), "data.sample_by", SAMPLE_BY),
+            sample_by=check_sample_by(data.get("sample_by")),
             text_column=values.text(data.get("text_column"), "data.text_column", what="a column name"),
             encoding=values.text(data.get("encoding", "utf-8"), "data.encoding", what="a text encoding name"),
             cache_dir=Path(values.text(data.get("cache_dir"), "data.cache_dir", what="a directory")),

@@ -33,6 +33,7 @@ from kd_plugin.data.corpus_sources import (
     CORPORA,
     DEFAULT_ENCODING,
     check_encoding_applies,
+    check_sample_by,
     codec_name,
     encoding_not_applicable,
     local_files,
@@ -256,8 +257,7 @@ def load_corpus(
                 encoding, f"the packaged corpus {name_or_path!r}", "read by its own loader"
             )
         return CORPORA.get(name_or_path, key="data.corpus")()
-    if sample_by not in ("line", "paragraph"):
-        raise ConfigError("data.sample_by", f"unknown value {sample_by!r}", "line, paragraph")
+    check_sample_by(sample_by)
 
     path = Path(name_or_path).expanduser()
     if path.exists():

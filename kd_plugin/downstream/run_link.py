@@ -56,13 +56,7 @@ class ModelSource:
         run_id = cfg.get("distill_run_id")
         if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, (int, str))):
             raise ConfigError("distill_run_id", f"{run_id!r} is not a run id", "a Sacred run id (integer) or null")
-        db = cfg.get("distill_db") or {}
-        allowed = ", ".join(sorted(DISTILL_DB_KEYS))
-        if not isinstance(db, Mapping):
-            raise ConfigError("distill_db", f"{db!r} is not a mapping", allowed)
-        unknown = sorted(set(db) - set(DISTILL_DB_KEYS))
-        if unknown:
-            raise ConfigError(f"distill_db.{unknown[0]}", "unknown key", allowed)
+        db = values.block(cfg, "distill_db", sorted(DISTILL_DB_KEYS), none_is_empty=True)
         tracking = cfg.get("tracking") or {}
         if not isinstance(tracking, Mapping):
             raise ConfigError("tracking", f"{tracking!r} is not a mapping", "tracking.mongo_url, tracking.db_name")

@@ -31,6 +31,7 @@ from typing import Any
 
 from kd_plugin import validation as values
 from kd_plugin.config.optim import OptimSettings
+from kd_plugin.data.corpus_sources import check_sample_by
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import MaskingConfig
 from kd_plugin.preparation.recipes import BASE_RECIPE, NOT_PREPARABLE, PREPARED_TEACHERS, recipe_of
@@ -39,7 +40,6 @@ from kd_plugin.runtime.paths import CACHE
 DATA_KEYS = (*BASE_RECIPE["data"], "cache_dir")  # cache_dir: where the tokenized corpus is cached (not in the key)
 OPTIM_KEYS = tuple(BASE_RECIPE["optim"])
 EVALUATION_KEYS = ("max_sequences", "batch_size", "seed")
-SAMPLE_BY = ("line", "paragraph")
 DEFAULT_DATASET_CACHE = CACHE / "datasets"  # the experiment's default data.cache_dir (shared with distill)
 
 
@@ -78,19 +78,16 @@ class PreparationData:
         corpus = data["corpus"]
         if not isinstance(corpus, str) or not corpus:
             raise ConfigError("data.corpus", f"{corpus!r}", "a corpus name, a local path, or a hub dataset id")
-        parsed = cls(
+        return cls(
             corpus=corpus,
             max_seq_length=values.integer(data["max_seq_length"], "data.max_seq_length", minimum=8, maximum=512),
             held_out_fraction=values.number(data["held_out_fraction"], "data.held_out_fraction", 0.0, 1.0,
                                             low_open=True, high_open=True),
             max_documents=values.integer(data["max_documents"], "data.max_documents", minimum=2, allow_none=True),
-            sample_by=data["sample_by"],
+            sample_by=check_sample_by(data["sample_by"]),
             cache_dir=Path(values.text(data.get("cache_dir", str(DEFAULT_DATASET_CACHE)), "data.cache_dir",
                                        what="a directory")),
         )
-        if parsed.sample_by not in SAMPLE_BY:
-            raise ConfigError("data.sample_by", f"{parsed.sample_by!r}", ", ".join(SAMPLE_BY))
-        return parsed
 
 
 @dataclass(frozen=True)
