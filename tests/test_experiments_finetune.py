@@ -5,6 +5,7 @@ analysis table joins on)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import uuid
@@ -222,3 +223,34 @@ def test_run_linked_to_a_saved_distill_run_takes_its_student_and_is_saved(tmp_pa
     proc = subprocess.run([sys.executable, str(SCRIPT), "with", "smoke", "model=None", "distill_run_id=99"],
                           env=run_env(url, db_name), cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "configuration error: distill_run_id:" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_prepared_teacher_is_fine_tuned_by_its_catalogue_name(tmp_path, db):
+    """``finetune.py with model=bert-tiny-prepared`` (the ablation's teacher reference) in a fresh process: the
+    downstream package itself registers the prepared teachers (before, only the distillation code did, so this
+    command and the size/speed reference of a student distilled from a prepared teacher failed to resolve)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from kd_plugin.preparation import locate
+    from kd_plugin.preparation.recipes import RECORD_FILE, recipe_for
+    from kd_plugin.teacher_catalogue import resolve_teacher
+
+    root = tmp_path / "teachers"
+    where = locate("bert-tiny", recipe_for("bert-tiny"), root)  # where the default recipe's teacher is cached
+    shipped = resolve_teacher("bert-tiny").path
+    AutoModelForMaskedLM.from_pretrained(shipped).save_pretrained(where.directory)  # stands in for a prepared one
+    AutoTokenizer.from_pretrained(shipped).save_pretrained(where.directory)
+    (where.directory / RECORD_FILE).write_text(json.dumps({"date": "2026-11-30", "accuracy": {}}))  # marks it complete
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "with", "smoke", "model=bert-tiny-prepared", "tasks=['bbc_topics']",
+         "size_speed.reference=bert-tiny-prepared", f"output_dir={out}"],
+        env={**run_env(*db), "KD_TEACHER_CACHE": str(root)}, cwd=PROJECT, capture_output=True, text=True,
+        timeout=600)
+    check(proc)
+    assert f"using the cached prepared teacher {where.directory}" in proc.stdout  # never prepared again
+    result = json.loads((out / "results.json").read_text())
+    assert result["model"] == "bert-tiny-prepared" and 0.0 <= result["macro_accuracy"] <= 1.0
+    speed = result["size_speed"]
+    assert speed["teacher"]["name"] == "bert-tiny-prepared"
+    assert speed["student"]["parameters"] == speed["teacher"]["parameters"]  # the same weights on both sides

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+import kd_plugin.preparation  # noqa: F401  (registers bert-tiny-prepared / minilm-l6-prepared in the catalogue)
 from kd_plugin.errors import ConfigError
 from kd_plugin.teacher_catalogue import RANDOM_TINY_CONFIG, TEACHERS, TeacherSource, resolve_teacher
 
