@@ -138,7 +138,7 @@ def paper():
 @ex.named_config
 def minilm():
     # Closer to the paper's 12 -> 6: the 6-layer all-MiniLM-L6-v2 (hidden 384) with a prepared MLM head,
-    # distilled into 3 layers (preparation ~30 min once on 2 CPU cores, then cached).
+    # distilled into 3 layers (preparation ~48 min of CPU once, then cached; 64 min on one thread of a shared machine).
     teacher = "minilm-l6-prepared"
     student = dict(n_layers=3, layers="distilbert_release")
     batch = dict(micro_batch_size=16)

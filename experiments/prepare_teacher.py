@@ -1,7 +1,7 @@
 """Prepare a teacher whose masked-LM head is missing or weak: fit the head, then the whole model, on the corpus.
 
     python experiments/prepare_teacher.py                          # bert-tiny, its default recipe
-    python experiments/prepare_teacher.py with teacher=minilm-l6   # fresh MLM head: head-only, then full (~26 min)
+    python experiments/prepare_teacher.py with teacher=minilm-l6   # fresh MLM head: head-only, then full (~48 CPU-min)
     python experiments/prepare_teacher.py with smoke               # seconds: a few hundred documents, 30 steps
     python experiments/prepare_teacher.py where with teacher=minilm-l6   # print the cache directory, no compute
     python experiments/prepare_teacher.py print_config

@@ -12,7 +12,7 @@ from kd_plugin.teacher_catalogue import TEACHERS, TeacherSource, register_derive
 
 DESCRIPTIONS = {
     "bert-tiny-prepared": "bert-tiny with its MLM head and encoder trained on the corpus (prepared once, then cached)",
-    "minilm-l6-prepared": "minilm-l6 with a fresh MLM head trained, then the whole model (~30 min once, then cached)",
+    "minilm-l6-prepared": "minilm-l6 with a fresh MLM head trained, then the whole model (~48 CPU-min once, then cached)",
 }
 
 
