@@ -60,6 +60,11 @@ def ablation_table(
 
     Columns: ``n_seeds`` (distinct seeds), ``n_runs``, then per metric ``<m> mean``, ``<m> std``, ``Δ <m>``.
     Rows: the reference first, the others in the order they first appear in ``runs``.
+
+    A run with any metric NaN or infinite, or missing where other runs of its row have it (a diverged run), is
+    left out of its row's means and of ``n_runs`` / ``n_seeds``, with a warning naming it (a metric no run of
+    the row has, such as ``final.loss_ce`` of ``no_ce``, stays NaN); ``table.attrs["dropped_runs"]`` is ``{row label:
+    [run ids]}`` of those runs.
     """
     keys, metrics = _as_list(group_by), _as_list(metrics)
     missing = [c for c in keys + metrics if c not in runs.columns]
@@ -68,6 +73,7 @@ def ablation_table(
     usable = runs.dropna(subset=keys)
     if len(usable) < len(runs):
         warnings.warn(f"{len(runs) - len(usable)} run(s) without a value for {keys} left out", stacklevel=2)
+    usable, dropped = _finite_runs(usable, keys, metrics)
     grouped = usable.groupby(keys if len(keys) > 1 else keys[0], sort=False, dropna=True)
 
     columns: dict[str, pd.Series] = {}
@@ -87,7 +93,33 @@ def ablation_table(
         table = pd.concat([table.loc[[label]], table.drop(index=[label])])
         table.attrs["reference"] = label
     table.attrs["metrics"] = metrics
+    table.attrs["dropped_runs"] = dropped
     return table
+
+
+def _finite_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> tuple[pd.DataFrame, dict]:
+    """The runs whose every metric is a finite number (or missing in every run of the row: a term that was off),
+    and ``{row label: [run ids]}`` of the others.
+
+    A diverged run logs NaN or inf; pandas' mean would skip a NaN (while the count kept the run) and turn an inf
+    into an inf mean. Such runs (and runs that lack a metric) are left out of every mean, std and count of their
+    row, so ``n_runs`` is what each mean is over; a warning names them."""
+    numbers = runs[metrics].apply(pd.to_numeric, errors="coerce")  # (n_runs, n_metrics)
+    # a metric no run of the row has (a loss term switched off, e.g. final.loss_ce of no_ce) is no divergence
+    row_has = numbers.notna().groupby([runs[k] for k in keys], sort=False).transform("any")
+    values = numbers.to_numpy(dtype=float)
+    finite = (np.isfinite(values) | ~row_has.to_numpy(dtype=bool)).all(axis=1)  # (n_runs,)
+    if finite.all():
+        return runs, {}
+    left_out = runs[~finite]
+    dropped: dict[Hashable, list] = {}
+    for run_id, row in left_out[keys].iterrows():
+        label = row.iloc[0] if len(keys) == 1 else tuple(row)
+        dropped.setdefault(label, []).append(run_id)
+    listed = "; ".join(f"{label}: {ids}" for label, ids in dropped.items())
+    warnings.warn(f"{len(left_out)} run(s) with a metric of {metrics} that is missing, NaN or infinite left out of "
+                  f"the means and of n_runs / n_seeds (table.attrs['dropped_runs']): {listed}", stacklevel=3)
+    return runs[finite], dropped
 
 
 def _fmt(value: float, digits: int, signed: bool = False) -> str:

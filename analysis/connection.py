@@ -41,7 +41,7 @@ def redact_url(url: str) -> str:
 
 def resolve_url(url: str | None = None) -> str:
     """The MongoDB URL to read from (see the module docstring); raises :class:`NoDatabase` if there is none."""
-    destination = resolve_database(url, embedded="running")
+    destination = resolve_database(url, embedded="running", explicit="url")  # a bad URL: ConfigError naming it
     if destination is None:
         raise NoDatabase(no_database_message("no database to read runs from"))
     return destination.url

@@ -71,12 +71,12 @@ def test_start_serves_over_socket_in_separate_process(data_dir):
     elapsed = time.monotonic() - t0
     assert server.started is True
     assert elapsed < 15, f"start-up took {elapsed:.1f} s"
-    assert server.url == f"mongodb://127.0.0.1:{server.port}"
+    assert server.display_url == f"mongodb://kd_plugin:***@127.0.0.1:{server.port}/?authSource=admin"  # --auth
     assert server.pid != os.getpid()
     assert _server_pids(data_dir) == [server.pid]
     assert (data_dir / "data").is_dir() and (data_dir / "server.log").is_file()
     state = json.loads((data_dir / "kd_server.json").read_text())
-    assert (state["pid"], state["port"], state["url"]) == (server.pid, server.port, server.url)
+    assert (state["pid"], state["port"], state["url"]) == (server.pid, server.port, f"mongodb://127.0.0.1:{server.port}")
 
     with _client(server) as client:
         client.kd_test.runs.insert_one({"_id": 1, "config": {"alpha_ce": 5.0}})

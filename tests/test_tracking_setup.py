@@ -136,7 +136,8 @@ def test_embedded_server_by_default(tmp_path, monkeypatch, caplog, capfd):
     (stored,) = _runs(server.url, "kd_plugin")
     assert stored["_id"] == run._id and stored["status"] == "COMPLETED"
     logged = _logged(caplog, capfd)
-    assert str(tmp_path / "embedded") in logged and server.url in logged  # says where the data lives
+    assert str(tmp_path / "embedded") in logged and server.display_url in logged  # says where the data lives
+    assert server.url not in logged  # never its password
 
 
 def test_inspection_commands_and_unobserved_runs_start_nothing(tmp_path, monkeypatch):

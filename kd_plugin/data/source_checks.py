@@ -18,8 +18,12 @@ Refused, with the key to change and the file (and line) at fault:
   listed); a non-string value (line named); a value other than ``text`` for a ``.txt`` file or a packaged
   corpus, which have no columns to choose from;
 * ``data.encoding``: not a Python text encoding; set for a Parquet file, a packaged corpus or a hub id (nothing
-  there is decoded with it);
+  there is decoded with it); a codec that cannot start on the file (``utf-16`` on a file without a byte-order
+  mark);
 * ``data.sample_by``: neither ``line`` nor ``paragraph``.
+
+:func:`iter_local_documents` reads the first documents of a local source the way the loader will, bounded by a
+character budget, for :mod:`kd_plugin.data.text_checks` (which tokenizes them with the teacher's tokenizer).
 
 Lines are counted from 1 as an editor shows them (``\\n``, ``\\r\\n`` or ``\\r`` ends a line, as in the loaders),
 so in ``sample_by="line"`` mode line N of a ``.txt`` file is the document with ``doc_id`` N - 1. Parquet rows are
@@ -135,6 +139,12 @@ def check_corpus_source(
         except OSError as exc:
             raise ConfigError(
                 "data.corpus", f"cannot read {str(file)!r} ({exc.strerror or exc})", "a readable file"
+            ) from None
+        except UnicodeError as exc:  # not a bad byte (those are counted) but a stream the codec cannot start on
+            raise ConfigError(
+                "data.encoding",
+                f"{str(file)!r} cannot be decoded as {codec} ({exc})",
+                "the file's encoding (utf-16-le or utf-16-be for UTF-16 without a byte-order mark)",
             ) from None
     if not has_text:
         raise ConfigError(
@@ -514,3 +524,81 @@ def _no_document_allowed(builder: str, sample_by: str) -> str:
         unit = "line" if sample_by == "line" else "blank-line-separated paragraph"
         return f"a file with at least one non-blank line (one document per {unit})"
     return "at least one document with text"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the first documents of a local source (kd_plugin.data.text_checks tokenizes a bounded sample of them)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def iter_local_documents(
+    path: Path, text_column: str = "text", encoding: str = DEFAULT_ENCODING, sample_by: str = "line",
+    max_chars: int = _BLOCK_CHARS,
+) -> Iterator[str]:
+    """The documents of a local corpus file or directory as :func:`kd_plugin.data.corpus.load_corpus` reads them
+    (same files in the same order, same decoding with undecodable bytes as U+FFFD, same cutting of ``.txt``
+    files into lines or paragraphs, empty documents included), stopping after about ``max_chars`` characters:
+    the document being read then is cut there, so time and memory stay bounded whatever the file holds (a JSON
+    Lines record is read whole, a JSON array file is read whole as its loader does). Meant for a source that
+    :func:`check_corpus_source` passed; a record it would refuse is skipped here."""
+    builder, files = local_files(path)
+    codec, budget = codec_name(encoding), max_chars
+    for name in files:
+        reader = {"text": _text_documents, "json": _json_documents, "parquet": _parquet_documents}[builder]
+        for text in reader(Path(name), codec, text_column, sample_by, budget):
+            text = text[:budget]
+            budget -= len(text)
+            yield text
+            if budget <= 0:
+                return
+
+
+def _text_documents(path: Path, codec: str, text_column: str, sample_by: str, max_chars: int) -> list[str]:
+    with open(path, encoding=codec, errors="replace", newline=None) as f:  # universal newlines, as the loader
+        text = f.read(max_chars)
+    if sample_by == "line":
+        return text.split("\n")
+    return [paragraph for paragraph in text.split("\n\n") if paragraph]
+
+
+def _json_documents(path: Path, codec: str, text_column: str, sample_by: str, max_chars: int) -> Iterator[str]:
+    if _starts_with_array(path, codec):
+        try:
+            items = json.loads(path.read_text(encoding=codec, errors="replace").removeprefix("\ufeff"))
+        except json.JSONDecodeError:
+            return
+        if items and all(isinstance(item, str) for item in items):  # the loader makes them a "text" column
+            items = [{"text": item} for item in items]
+        for item in items if isinstance(items, list) else ():
+            yield _record_text(item, text_column)
+        return
+    read = 0
+    with open(path, encoding=codec, errors="replace") as f:
+        for number, line in enumerate(f):
+            if number == 0:
+                line = line.removeprefix("\ufeff")
+            if not line or line.isspace():
+                continue
+            try:
+                yield _record_text(json.loads(line), text_column)
+            except json.JSONDecodeError:
+                continue
+            read += len(line)
+            if read >= max_chars:
+                return
+
+
+def _record_text(record: object, text_column: str) -> str:
+    value = record.get(text_column) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _parquet_documents(path: Path, codec: str, text_column: str, sample_by: str, max_chars: int) -> Iterator[str]:
+    read = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=[text_column], batch_size=256):
+        for value in batch.column(0).to_pylist():  # (rows,) str | None
+            text = value if isinstance(value, str) else ""
+            yield text
+            read += len(text)
+            if read >= max_chars:
+                return

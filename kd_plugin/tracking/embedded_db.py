@@ -9,8 +9,13 @@ Where things live (``<data_dir>`` is :func:`default_data_dir` unless given):
 * ``$KD_DB_DIR`` if set, else ``~/.local/share/kd_plugin/secantusdb`` -- the data directory;
 * ``<data_dir>/data/``          the database files (WiredTiger); kept across server restarts;
 * ``<data_dir>/server.log``     the server's stdout/stderr (appended, one header line per start);
-* ``<data_dir>/kd_server.json`` state file ``{pid, port, url, ...}`` of the running server;
+* ``<data_dir>/kd_server.json`` state file ``{pid, port, url, auth, ...}`` of the running server (no password);
+* ``<data_dir>/credentials.json`` the server's only user and password (0600; :mod:`kd_plugin.tracking.embedded_auth`);
 * ``<data_dir>/.lock``          ``flock`` lock that serialises check-and-start between processes.
+
+Access control: the server runs with ``--auth`` (SCRAM-SHA-256); :attr:`EmbeddedServer.url` carries the
+credentials (never print it: ``display_url`` is the masked form), so other local users of a shared node can
+neither read nor change the runs. See :mod:`kd_plugin.tracking.embedded_auth` for how the user is created.
 
 The server is started detached (its own session), so it outlives the Python process that started it and
 every later process (another experiment, a notebook, a second rank) reuses it through the state file. Only one
@@ -21,7 +26,8 @@ is their destination by :func:`kd_plugin.tracking.locations.resolve_database`, o
 :func:`stop_embedded_server` (or the ``stop`` command)::
 
     python -m kd_plugin.tracking.embedded_db start    # start or reuse; prints data location and URL
-    python -m kd_plugin.tracking.embedded_db url      # start or reuse; prints only the URL (for scripts)
+    python -m kd_plugin.tracking.embedded_db url      # start or reuse; prints only the URL, WITH its password
+                                                      # (for scripts: KD_MONGO_URL=$(...), omniboard --mu)
     python -m kd_plugin.tracking.embedded_db status   # does not start anything; exit code 1 if not running
     python -m kd_plugin.tracking.embedded_db stop
 
@@ -50,6 +56,8 @@ from pathlib import Path
 
 from kd_plugin.runtime.paths import SECANTUS_VENV
 from kd_plugin.runtime.ports import free_port
+from kd_plugin.tracking import embedded_auth
+from kd_plugin.tracking.credentials import mask_url
 
 HOST = "127.0.0.1"
 STATE_FILE_NAME = "kd_server.json"
@@ -79,11 +87,17 @@ class EmbeddedServerUnavailable(Exception):
 class EmbeddedServer:
     """A running local server: connect with ``pymongo.MongoClient(server.url)``."""
 
-    url: str
+    url: str  # with the credentials of <data_dir>/credentials.json when the server runs with --auth
     port: int
     data_dir: Path
     pid: int
     started: bool  # True if this call started it, False if an already running server was reused
+    auth: bool = True  # False: a server started without --auth (by an older kd_plugin); anyone local may use it
+
+    @property
+    def display_url(self) -> str:
+        """The URL with the password masked: the form to print."""
+        return mask_url(self.url)
 
     @property
     def storage_path(self) -> Path:
@@ -181,16 +195,22 @@ def _answers_as(url: str, pid: int, timeout_ms: int = _PING_TIMEOUT_MS) -> bool:
 
     The pid comes from ``serverStatus`` (SecantusDB reports it like mongod does), so a different server that
     happens to listen on the port is never mistaken for ours; if a server does not report a pid, a successful
-    ``ping`` is accepted.
+    ``ping`` is accepted. Raises :class:`~kd_plugin.tracking.embedded_auth.CredentialsRefused` if it answers but
+    refuses the URL's credentials.
     """
     import pymongo  # project dependency; imported lazily so the CLI's --help stays fast
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import OperationFailure, PyMongoError
 
     client = pymongo.MongoClient(
         url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms
     )
     try:
-        client.admin.command("ping")
+        try:
+            client.admin.command("ping")
+        except OperationFailure as exc:  # it answers, but not to these credentials
+            if exc.code == embedded_auth.AUTHENTICATION_FAILED:
+                raise embedded_auth.CredentialsRefused(f"{mask_url(url)} refuses its credentials") from None
+            raise
         try:
             reported = client.admin.command("serverStatus").get("pid")
         except PyMongoError:
@@ -274,9 +294,12 @@ def _remove_state(data_dir: Path) -> None:
 @contextlib.contextmanager
 def _locked(data_dir: Path, timeout: float) -> Iterator[None]:
     """Exclusive ``flock`` on ``<data_dir>/.lock`` (released automatically if the holder dies)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     lock_path = data_dir / LOCK_FILE_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the server (O_CLOEXEC)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the server (O_CLOEXEC)
+    except OSError as err:  # a file, or a folder this user cannot write: no server can keep its data there
+        raise EmbeddedServerUnavailable(_unusable_data_dir(data_dir, err)) from None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -298,13 +321,27 @@ def _locked(data_dir: Path, timeout: float) -> Iterator[None]:
         os.close(fd)
 
 
+def _unusable_data_dir(data_dir: Path, err: OSError) -> str:
+    where = f"${ENV_DATA_DIR}" if os.environ.get(ENV_DATA_DIR) else "the default data directory"
+    problem = "is a file, not a folder" if data_dir.is_file() else f"cannot be written ({err.strerror or err})"
+    return f"its data directory {data_dir} ({where}) {problem}; set {ENV_DATA_DIR} to a folder this user can write"
+
+
+def _client_url(data_dir: Path, state: dict) -> str:
+    """The URL to connect with: the state's (no password), plus the credentials file's user and password when
+    the server runs with --auth (and this user can read that file)."""
+    credentials = embedded_auth.read_credentials(data_dir) if state.get("auth") else None
+    return credentials.url(HOST, int(state["port"])) if credentials else str(state["url"])
+
+
 def _server_from_state(data_dir: Path, state: dict, started: bool) -> EmbeddedServer:
     return EmbeddedServer(
-        url=str(state["url"]),
+        url=_client_url(data_dir, state),
         port=int(state["port"]),
         data_dir=data_dir,
         pid=int(state["pid"]),
         started=started,
+        auth=bool(state.get("auth")),
     )
 
 
@@ -317,8 +354,11 @@ def _reusable(data_dir: Path, state: dict | None, wait: float) -> bool:
         return False
     deadline = time.monotonic() + wait
     while True:
-        if _answers_as(str(state["url"]), pid):
-            return True
+        try:
+            if _answers_as(_client_url(data_dir, state), pid):
+                return True
+        except embedded_auth.CredentialsRefused:
+            return False
         if time.monotonic() >= deadline or not _pid_alive(pid):
             return False
         time.sleep(0.2)
@@ -366,13 +406,14 @@ def ensure_embedded_server(
                     f"stop --data-dir {data}`"
                 )
             _remove_state(data)  # stale: the recorded process is gone
-        server = _start_server(data, port, timeout)
+        server = _start_with_access_control(data, port, timeout)
         _write_state(
             data,
             {
                 "pid": server.pid,
                 "port": server.port,
-                "url": server.url,
+                "url": _url(server.port),  # no password here: clients add the credentials file's
+                "auth": server.auth,
                 "data_dir": str(data),
                 "storage_path": str(server.storage_path),
                 "log": str(server.log_path),
@@ -382,7 +423,49 @@ def ensure_embedded_server(
         return server
 
 
-def _start_server(data: Path, port: int | None, timeout: float) -> EmbeddedServer:
+def _start_with_access_control(data: Path, port: int | None, timeout: float) -> EmbeddedServer:
+    """Start the server with --auth; first create its user if the data directory has no credentials file, or
+    if its data does not know the file's user (see :mod:`kd_plugin.tracking.embedded_auth`)."""
+    storage = data / STORAGE_DIR_NAME
+    with contextlib.suppress(OSError):  # an unusable directory is reported by _start_server
+        storage.mkdir(mode=0o700, parents=True, exist_ok=True)
+    embedded_auth.close_to_others(storage, data / LOG_FILE_NAME)
+    credentials = embedded_auth.read_credentials(data)
+    if credentials is not None:
+        try:
+            return _start_server(data, port, timeout, credentials)
+        except embedded_auth.CredentialsRefused:
+            pass  # data/ replaced or restored: give it this file's user again
+    _check_port_free(data, port)
+    credentials = credentials or embedded_auth.new_credentials()
+    opened = _start_server(data, None, timeout)  # without --auth, on a fresh port, only to create the user
+    try:
+        removed = embedded_auth.create_user(opened.url, credentials)
+    except Exception as exc:  # noqa: BLE001 -- whatever failed, the server must not stay open
+        raise EmbeddedServerUnavailable(f"could not create the user of the SecantusDB server on {data}: "
+                                        f"{type(exc).__name__}: {exc}") from None
+    finally:
+        _terminate(opened.pid)
+    embedded_auth.save_credentials(data, credentials)
+    with contextlib.suppress(OSError), open(data / LOG_FILE_NAME, "ab") as log:
+        log.write(f"--- kd_plugin: user {credentials.user!r} created (password in "
+                  f"{embedded_auth.credentials_path(data)}); other users removed: {removed or 'none'}\n".encode())
+    embedded_auth.close_to_others(storage, data / LOG_FILE_NAME)
+    return _start_server(data, port, timeout, credentials)
+
+
+def _check_port_free(data: Path, port: int | None) -> None:
+    if port is not None and _port_open(port):
+        raise EmbeddedServerUnavailable(
+            f"cannot start SecantusDB for {data} on port {port}: something already listens on "
+            f"{HOST}:{port}; pass another port or none (a free one is picked)"
+        )
+
+
+def _start_server(data: Path, port: int | None, timeout: float,
+                  credentials: embedded_auth.Credentials | None = None) -> EmbeddedServer:
+    """Start ``secantusd-py`` on ``data``: with ``--auth`` when ``credentials`` are given (raises
+    :class:`~kd_plugin.tracking.embedded_auth.CredentialsRefused` if the server refuses them)."""
     exe = find_server_executable()
     if exe is None:
         raise EmbeddedServerUnavailable(
@@ -397,20 +480,23 @@ def _start_server(data: Path, port: int | None, timeout: float) -> EmbeddedServe
         raise EmbeddedServerUnavailable(f"SecantusDB server executable {exe} ({source}) is not executable")
 
     storage = data / STORAGE_DIR_NAME
-    storage.mkdir(parents=True, exist_ok=True)
     log_path = data / LOG_FILE_NAME
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab"):
+            pass
+    except OSError as err:
+        raise EmbeddedServerUnavailable(_unusable_data_dir(data, err)) from None
     # The server runs under its own interpreter: do not leak this interpreter's module search path into it.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
 
-    if port is not None and _port_open(port):
-        raise EmbeddedServerUnavailable(
-            f"cannot start SecantusDB for {data} on port {port}: something already listens on "
-            f"{HOST}:{port}; pass another port or none (a free one is picked)"
-        )
+    _check_port_free(data, port)
     attempts = 1 if port is not None else _PORT_ATTEMPTS
     for attempt in range(1, attempts + 1):
         use_port = port if port is not None else free_port(HOST)
         cmd = [str(exe), "--host", HOST, "--port", str(use_port), "--storage-path", str(storage)]
+        if credentials is not None:
+            cmd.append("--auth")
         with open(log_path, "ab") as log:
             offset = log.tell()
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -430,10 +516,15 @@ def _start_server(data: Path, port: int | None, timeout: float) -> EmbeddedServe
             except OSError as exc:
                 raise EmbeddedServerUnavailable(f"could not run {exe}: {exc}") from exc
         _CHILDREN[proc.pid] = proc
-        url = _url(use_port)
-        failure = _wait_until_up(proc, url, use_port, timeout)
+        url = credentials.url(HOST, use_port) if credentials is not None else _url(use_port)
+        try:
+            failure = _wait_until_up(proc, url, use_port, timeout)
+        except embedded_auth.CredentialsRefused:
+            _terminate(proc.pid, grace=5.0)
+            raise
         if failure is None:
-            return EmbeddedServer(url=url, port=use_port, data_dir=data, pid=proc.pid, started=True)
+            return EmbeddedServer(url=url, port=use_port, data_dir=data, pid=proc.pid, started=True,
+                                  auth=credentials is not None)
 
         tail = _log_tail(log_path, offset)
         if proc.poll() is None:
@@ -498,8 +589,12 @@ def _describe(server: EmbeddedServer) -> str:
     how = "started" if server.started else "running"
     return (
         f"SecantusDB {how} (pid {server.pid})\n"
-        f"  url:      {server.url}\n"
-        f"  data dir: {server.data_dir}\n"
+        f"  url:      {server.display_url}\n"
+        + (f"  access:   user and password in {embedded_auth.credentials_path(server.data_dir)} (only you can read it;"
+           " `url` prints the full URL)\n" if server.auth else
+           "  access:   NONE (started without --auth by an older kd_plugin): any local user can read and change "
+           "the runs; `stop` it, and the next start sets a password\n")
+        + f"  data dir: {server.data_dir}\n"
         f"  database: {server.storage_path}\n"
         f"  log:      {server.log_path}"
     )
@@ -513,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command",
         choices=["start", "stop", "status", "url"],
-        help="start: start or reuse; stop; status: report without starting; url: start or reuse, print the URL",
+        help="start: start or reuse; stop; status: report without starting; url: start or reuse, print the URL "
+        "with its password (for scripts)",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help=f"default: ${ENV_DATA_DIR} or {default_data_dir()}"
@@ -530,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_describe(ensure_embedded_server(data, port=args.port, timeout=args.timeout)))
         elif args.command == "url":
             server = ensure_embedded_server(data, port=args.port, timeout=args.timeout)
-            print(f"SecantusDB data: {server.storage_path} (pid {server.pid})", file=sys.stderr)
+            print(f"SecantusDB data: {server.storage_path} (pid {server.pid}); the URL below holds the password of "
+                  f"{embedded_auth.credentials_path(server.data_dir)}: keep it private", file=sys.stderr)
             print(server.url)
         elif args.command == "status":
             server = get_running_server(data)

@@ -12,7 +12,7 @@ import sys
 from sacred.observers import FileStorageObserver
 
 from kd_plugin.tracking.credentials import mask_url
-from kd_plugin.tracking.locations import file_storage_dir, import_command
+from kd_plugin.tracking.locations import check_runs_dir, file_storage_dir, import_command
 
 
 class FallbackFileStorageObserver(FileStorageObserver):
@@ -26,8 +26,13 @@ class FallbackFileStorageObserver(FileStorageObserver):
 
 
 def file_storage_fallback(reason: str, db_name: str | None = None) -> FallbackFileStorageObserver:
-    """The fallback observer, after printing a warning nobody can miss (``reason``: why no database)."""
+    """The fallback observer, after printing a warning nobody can miss (``reason``: why no database).
+
+    Raises :class:`kd_plugin.errors.ConfigError` (``KD_RUNS_DIR``) if its directory cannot be written: then the
+    run would be saved nowhere."""
     directory = file_storage_dir()
+    check_runs_dir(directory, "this run's record as files, since no database can be used (the embedded SecantusDB "
+                   "server cannot be started)")
     bar = "!" * 100
     print(
         f"\n{bar}\n"

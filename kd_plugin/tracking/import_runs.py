@@ -35,6 +35,7 @@ import pymongo
 from pymongo.database import Database
 from sacred.observers.mongo import MongoObserver, mimetype_detector
 
+from kd_plugin.errors import ConfigError
 from kd_plugin.tracking import embedded_db
 from kd_plugin.tracking.credentials import mask_url
 from kd_plugin.tracking.dead_runs import mark_dead_runs
@@ -267,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         url, source = _resolve_url(args.url)
     except embedded_db.EmbeddedServerUnavailable as exc:
         print(f"error: no database to import into (no --url, no KD_MONGO_URL): {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as err:  # a URL pymongo cannot parse (--url or KD_MONGO_URL), password masked
+        print(f"configuration error: {err}", file=sys.stderr)
         return 2
     print(f"importing into {mask_url(url)} ({source})")
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)

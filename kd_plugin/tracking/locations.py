@@ -22,20 +22,28 @@ Local directories:
   ``file_storage/``  Sacred FileStorageObserver runs, written when no database could be started at all.
 
 Everything under ``KD_RUNS_DIR`` is brought into MongoDB by :func:`import_command`.
+
+A URL the rule picks is parsed the way pymongo parses it (:func:`check_mongo_url`) before anything uses it: one
+that pymongo cannot read (a raw ``@`` or ``:`` in the password, a port that is not a number, no ``mongodb://``)
+is a :class:`~kd_plugin.errors.ConfigError` naming where it came from, with the password masked.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pymongo.errors import ConfigurationError
+
+from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.paths import PROJECT_ROOT
 from kd_plugin.tracking import embedded_db
-from kd_plugin.tracking.credentials import mask_url
+from kd_plugin.tracking.credentials import mask_url, shown_url
 
 ENV_MONGO_URL = "KD_MONGO_URL"
 ENV_MONGO_DB = "KD_MONGO_DB"
@@ -43,6 +51,7 @@ ENV_RUNS_DIR = "KD_RUNS_DIR"
 DEFAULT_DB_NAME = "kd_plugin"
 # Who chose a Destination's URL (``Destination.source``), for messages.
 CONFIG_SOURCE = "config tracking.mongo_url"
+CONFIG_URL_KEY = "tracking.mongo_url"  # the key to change when the config's URL is wrong
 EMBEDDED_SOURCE = "embedded SecantusDB"
 EMBEDDED_START_COMMAND = "python -m kd_plugin.tracking.embedded_db start"
 
@@ -61,6 +70,22 @@ def pending_dir() -> Path:
 def file_storage_dir() -> Path:
     """Sacred FileStorageObserver runs written when no database could be reached at start."""
     return runs_dir() / "file_storage"
+
+
+def check_runs_dir(directory: Path, purpose: str) -> None:
+    """Raise :class:`ConfigError` naming ``KD_RUNS_DIR`` unless ``directory`` (under it) can be created and
+    written: tried for real (a probe file made and removed), since permission bits do not tell for root, a
+    read-only mount or a file in the way. ``purpose``: what the directory would hold, for the message."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".kd-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            ENV_RUNS_DIR, f"{directory} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); it would hold "
+            f"{purpose}", f"a writable directory: set {ENV_RUNS_DIR}=DIR (default {PROJECT_ROOT / 'runs'})",
+        ) from None
 
 
 def env_mongo_url() -> str | None:
@@ -86,6 +111,30 @@ class Destination:
         return mask_url(self.url)
 
 
+MONGO_URL_FORM = ("mongodb://[USER:PASSWORD@]HOST[:PORT][/DATABASE][?OPTIONS] (or mongodb+srv://), with '@', ':', "
+                  "'/', '?' and '%' in the user name or password percent-encoded (urllib.parse.quote_plus)")
+
+
+def check_mongo_url(url: str, key: str) -> None:
+    """Raise :class:`ConfigError` (``key``: where the URL came from) if pymongo cannot parse ``url``. Parsed
+    without contacting any server (no DNS look-up for ``mongodb+srv://``); the message never shows the password."""
+    try:  # pymongo's parser without the SRV look-up; its messages never quote the URL's text
+        from pymongo.uri_parser_shared import _validate_uri as parse
+    except ImportError:  # pragma: no cover -- older pymongo: the public parser (SRV URLs are looked up)
+        from pymongo.uri_parser import parse_uri as parse
+    try:
+        with warnings.catch_warnings():  # an unknown option only warns, in MongoClient too: leave it to it
+            warnings.simplefilter("ignore")
+            parse(url, validate=True, warn=True)
+    except (ConfigurationError, ValueError) as exc:
+        raise ConfigError(key, f"{shown_url(url)} is not a MongoDB URL pymongo can use ({exc})", MONGO_URL_FORM) from None
+
+
+def url_key(source: str) -> str:
+    """The key a user sets to change a destination's URL (``Destination.source`` -> ``tracking.mongo_url``)."""
+    return CONFIG_URL_KEY if source == CONFIG_SOURCE else source
+
+
 def resolve_db_name(db_name: str | None = None, tracking: Mapping[str, Any] | None = None) -> str:
     """The database name by the rule (module docstring): ``db_name``, ``KD_MONGO_DB``, ``tracking.db_name``,
     else ``kd_plugin``."""
@@ -104,7 +153,9 @@ def resolve_database(
     config ``tracking.mongo_url``/``tracking.db_name`` > the embedded SecantusDB server / ``kd_plugin``.
 
     URL and name are resolved independently (``KD_MONGO_DB`` names the database of a ``tracking.mongo_url``).
-    ``explicit`` names the explicit argument in ``Destination.source`` (e.g. ``"--url"``).
+    ``explicit`` names the explicit argument in ``Destination.source`` (e.g. ``"--url"``). A URL pymongo cannot
+    parse raises :class:`~kd_plugin.errors.ConfigError` naming its key (``explicit``, ``KD_MONGO_URL`` or
+    ``tracking.mongo_url``).
 
     ``embedded`` says what happens when no URL is configured:
 
@@ -115,12 +166,10 @@ def resolve_database(
     """
     tracking = tracking or {}
     name = resolve_db_name(db_name, tracking)
-    if url:
-        return Destination(str(url), name, explicit)
-    if env_mongo_url():
-        return Destination(env_mongo_url(), name, ENV_MONGO_URL)
-    if tracking.get("mongo_url"):
-        return Destination(str(tracking["mongo_url"]), name, CONFIG_SOURCE)
+    for given, source in ((url, explicit), (env_mongo_url(), ENV_MONGO_URL), (tracking.get("mongo_url"), CONFIG_SOURCE)):
+        if given:
+            check_mongo_url(str(given), url_key(source))
+            return Destination(str(given), name, source)
     if embedded == "start":
         server = embedded_db.ensure_embedded_server()
     elif embedded == "running":

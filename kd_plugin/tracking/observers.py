@@ -34,21 +34,23 @@ dropped by the option hook, so each run is recorded once, by rank 0.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 
-from pymongo.errors import ConfigurationError
+from pymongo.errors import ConfigurationError, InvalidName
 from sacred import Experiment
 from sacred.arg_parser import _convert_value
 from sacred.observers import MongoObserver
 
-from kd_plugin.errors import exit_on_config_error
+from kd_plugin.errors import ConfigError, exit_on_config_error
 from kd_plugin.runtime.launch import LaunchInfo
 from kd_plugin.tracking import embedded_db
 from kd_plugin.tracking.access import is_refusal, refusal_error
 from kd_plugin.tracking.credentials import has_credentials, mask_url
+from kd_plugin.tracking.dead_runs import ENV_DEAD_AFTER
 from kd_plugin.tracking.file_fallback import file_storage_fallback
 from kd_plugin.tracking.locations import (
-    CONFIG_SOURCE,
     ENV_MONGO_DB,
     ENV_MONGO_URL,
     env_db_name,
@@ -56,8 +58,9 @@ from kd_plugin.tracking.locations import (
     pending_dir,
     resolve_database,
     resolve_db_name,
+    url_key,
 )
-from kd_plugin.tracking.resilient_observer import ResilientMongoObserver
+from kd_plugin.tracking.resilient_observer import ENV_FINAL_WAIT, ResilientMongoObserver
 
 # Sacred's command line options that add observers.
 OBSERVER_OPTIONS = ("--mongo_db", "--file_storage", "--sql", "--tiny_db", "--s3", "--gcs")
@@ -78,16 +81,9 @@ def _warn_about_ignored_config(tracking: dict, logger) -> None:
         logger.warning("tracking: tracking.db_name is ignored because %s is set", ENV_MONGO_DB)
 
 
-CONFIG_URL_KEY = "tracking.mongo_url"
-
-
-def url_key(source: str) -> str:
-    """The key a user sets to change a destination's URL (``Destination.source`` -> ``KD_MONGO_URL``, ...)."""
-    return CONFIG_URL_KEY if source == CONFIG_SOURCE else source
-
-
 def _checked_observer(destination, **kwargs) -> ResilientMongoObserver:
-    """The observer for ``destination``, after trying its credentials; raises ConfigError if they are refused."""
+    """The observer for ``destination``, after trying its credentials and its journal directory; raises
+    ConfigError if the credentials are refused or the journal cannot be written."""
     key = url_key(destination.source)
     try:
         observer = ResilientMongoObserver(destination.url, destination.db_name, url_key=key, **kwargs)
@@ -95,7 +91,11 @@ def _checked_observer(destination, **kwargs) -> ResilientMongoObserver:
         if is_refusal(exc):
             raise refusal_error(key, destination.display_url, destination.db_name, exc) from None
         raise
+    except InvalidName as exc:  # KD_MONGO_DB=a/b: pymongo refuses the name before any server is asked
+        raise ConfigError(ENV_MONGO_DB if env_db_name() else "tracking.db_name", f"{destination.db_name!r}: {exc}",
+                          "a MongoDB database name: no '/', '\\', '.', '\"', '$', space or NUL") from None
     observer.check_access()
+    observer.check_journal_dir()  # KD_RUNS_DIR: where the record goes while the database is away
     return observer
 
 
@@ -117,7 +117,7 @@ def make_observer(tracking: dict | None, logger):
         logger.info(
             "tracking: runs go to the embedded SecantusDB at %s (pid %d, %s), database %r; its data lives in %s "
             "(set %s to move it); stop it with `python -m kd_plugin.tracking.embedded_db stop`",
-            server.url, server.pid, "started now" if server.started else "already running", destination.db_name,
+            server.display_url, server.pid, "started now" if server.started else "already running", destination.db_name,
             server.data_dir, embedded_db.ENV_DATA_DIR,
         )
         return observer
@@ -128,6 +128,26 @@ def make_observer(tracking: dict | None, logger):
         "tracking: runs go to %s, database %r (from %s)", destination.display_url, destination.db_name, destination.source,
     )
     return observer
+
+
+# Environment variables in seconds that the observer reads: (inclusive minimum or None for > 0, allowed).
+SECONDS_VARIABLES = {ENV_FINAL_WAIT: (0.0, "seconds >= 0 the end of a run waits for the database (0 in CI)"),
+                     ENV_DEAD_AFTER: (None, "seconds > 0 without a heartbeat before a run counts as DIED")}
+
+
+def check_tracking_environment() -> None:
+    """``KD_TRACKING_FINAL_WAIT`` and ``KD_DEAD_AFTER_S`` are numbers of seconds: a typo would otherwise stop the
+    run at its start with a traceback, or only warn at each start."""
+    for name, (minimum, allowed) in SECONDS_VARIABLES.items():
+        text = os.environ.get(name)
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(name, f"{text!r} is not a number", allowed) from None
+        if not math.isfinite(value) or (value < minimum if minimum is not None else value <= 0):
+            raise ConfigError(name, f"{text!r} is out of range", allowed)
 
 
 MONGO_URL_UPDATE = "tracking.mongo_url="
@@ -189,6 +209,7 @@ def install_tracking(ex: Experiment, launch: LaunchInfo) -> None:
             logger.info("tracking: Sacred's %s observer records this run (no other observer added)", chosen[0])
             return updates
         with exit_on_config_error():  # refused credentials: one line, exit status 2, before the run exists
+            check_tracking_environment()
             observer = make_observer(tracking, logger)
         ex.observers.append(observer)
         attached.append(observer)

@@ -13,6 +13,12 @@ as failed (nothing more is saved for that run) and the final save ends in a ``sa
 * at the end of the run (completed, failed, interrupted) it keeps retrying for up to ``final_wait`` seconds;
   if the database is still away, the journal stays and the exact import command is printed.
 
+The journal's directory is tried before the run starts (:meth:`check_journal_dir`: a configuration error
+naming ``KD_RUNS_DIR``), so "the record is saved" is a promise that can be kept. If the journal cannot be written
+later anyway (a full disk) while the database is away, nothing claims the record is saved: the end of the run
+says plainly what is lost, and :attr:`record_lost` makes the process exit non-zero
+(:func:`kd_plugin.tracking.sacred_experiment.run_main`).
+
 Credentials the database refuses are not an outage (:mod:`kd_plugin.tracking.access`): :meth:`check_access`
 (called before the run starts) and the run's first write stop the run with one line and exit status 2.
 
@@ -29,7 +35,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ from kd_plugin.tracking.access import CHECK_TIMEOUT_S, is_refusal, refusal_error
 from kd_plugin.tracking.credentials import mask_url
 from kd_plugin.tracking.dead_runs import STATUS_DIED, mark_dead_runs
 from kd_plugin.tracking.journal import Journal
-from kd_plugin.tracking.locations import import_command, pending_dir
+from kd_plugin.tracking.locations import check_runs_dir, import_command, pending_dir
 from kd_plugin.tracking.metric_series import DEFAULT_MAX_POINTS
 from kd_plugin.tracking.run_record import RunRecord, ensure_indexes
 
@@ -106,6 +111,8 @@ class ResilientMongoObserver(RunObserver):
         self._starting = False  # in the run's first write (the only one whose refusal stops the run)
         self._refusal: Exception | None = None
         self._upkeep: threading.Thread | None = None
+        self.journal_error: Exception | None = None  # why the last journal write failed (None: it worked)
+        self.record_lost = False  # the run ended with its record neither in the database nor in the journal
 
     def __repr__(self) -> str:
         return f"ResilientMongoObserver({self.display_url}, db={self.db_name!r})"
@@ -119,6 +126,11 @@ class ResilientMongoObserver(RunObserver):
         except pymongo.errors.PyMongoError as exc:
             if is_refusal(exc):
                 raise refusal_error(self.url_key, self.display_url, self.db_name, exc) from None
+
+    def check_journal_dir(self) -> None:
+        """Raise :class:`kd_plugin.errors.ConfigError` (``KD_RUNS_DIR``) if the journal directory cannot be
+        written: the run's record would have nowhere to go while the database is away."""
+        check_runs_dir(self.journal_dir, "this run's record whenever the database does not answer (its journal)")
 
     # ------------------------------------------------------------------------------------ Sacred events
     def queued_event(self, ex_info, command, host_info, queue_time, config, meta_info, _id):
@@ -241,7 +253,11 @@ class ResilientMongoObserver(RunObserver):
             deadline = time.monotonic() + wait
             while not self._sync():
                 if time.monotonic() >= deadline:
-                    self._warn_left_in_journal(wait)
+                    if self.journal_error is None:
+                        self._warn_left_in_journal(wait)
+                    else:
+                        self.record_lost = True
+                        self._warn_not_saved(wait)
                     return
                 time.sleep(_RETRY_PAUSE_S)
 
@@ -261,10 +277,11 @@ class ResilientMongoObserver(RunObserver):
             if self._starting and is_refusal(exc):
                 self._refusal = exc  # refused credentials, not an outage: _begin stops the run
                 return False
-            if self.in_sync:
-                self._warn_lost(exc)
+            first = self.in_sync
             self.in_sync = False
-            self._save_journal()
+            self._save_journal(announce=not first)
+            if first:
+                self._warn_lost(exc)
             return False
         if not self.in_sync:
             _say(
@@ -301,18 +318,45 @@ class ResilientMongoObserver(RunObserver):
             _say(f"tracking: marked {len(marked)} run(s) {STATUS_DIED} in database {self.db_name!r} (status RUNNING, "
                  f"but no heartbeat for longer than the dead-run threshold; see kd_plugin/tracking/dead_runs.py): {shown}")
 
-    def _save_journal(self) -> None:
+    def _save_journal(self, announce: bool = True) -> None:
+        """Write the journal; a failure is remembered (:attr:`journal_error`) and said once, in one line."""
         try:
             self.journal.write(self.record)
-        except Exception:  # noqa: BLE001
-            _say(f"tracking: could not write the journal {self.journal.dir}:\n{traceback.format_exc()}")
+        except Exception as exc:  # noqa: BLE001
+            if self.journal_error is None and announce:
+                _say(f"tracking: could not write the journal {self.journal.dir} ({_describe(exc)}); until "
+                     f"{self.display_url} answers again, this run's record is only in this process's memory.")
+            self.journal_error = exc
+            return
+        if self.journal_error is not None and announce:
+            _say(f"tracking: the journal {self.journal.dir} is written again.")
+        self.journal_error = None
 
     def _warn_lost(self, exc: Exception) -> None:
+        kept = (f"in memory and in {self.journal.dir}" if self.journal_error is None else
+                f"in memory only: the journal {self.journal.dir} could not be written ({_describe(self.journal_error)})")
         _say(
             f"tracking: cannot write to {self.display_url} (database {self.db_name!r}): "
             f"{type(exc).__name__}: {mask_url(str(exc))[:160]}\n"
-            f"tracking: training goes on; the run's record is kept in memory and in {self.journal.dir}, "
+            f"tracking: training goes on; the run's record is kept {kept}, "
             "and is written to the database as soon as it is reachable again."
+        )
+
+    def _warn_not_saved(self, waited: float) -> None:
+        """The run ended; its record is neither in the database nor in a journal: say what is lost."""
+        if self.record.run_id is None:
+            lost = "This run is in no database: its whole record (config, status, metrics, artifacts) is lost."
+        else:
+            lost = (f"The database holds run {self.record.run_id} as it was at its last successful write; "
+                    "everything since (final status, result, metric points, artifacts, output) is lost.")
+        _say(
+            "\n" + "!" * 100 + "\n"
+            f"!! tracking: NOT SAVED. {self.display_url} (database {self.db_name!r}) is still unreachable after "
+            f"waiting {waited:g} s,\n"
+            f"!! and the journal {self.journal.dir} could not be written ({_describe(self.journal_error)}).\n"
+            f"!! {lost}\n"
+            "!! The run's own output files (its output_dir) are not affected.\n"
+            + "!" * 100
         )
 
     def _warn_left_in_journal(self, waited: float) -> None:
@@ -335,6 +379,10 @@ def _guess_content_type(filename: str) -> str | None:
     from sacred.observers.mongo import mimetype_detector
 
     return mimetype_detector.guess_type(filename)[0]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {mask_url(str(exc))[:200]}"
 
 
 def _say(message: str) -> None:

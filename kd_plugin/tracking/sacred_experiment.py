@@ -31,10 +31,17 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
     install_tracking(ex, launch)
 
 
+EXIT_RECORD_LOST = 1  # the run finished, but its record reached neither the database nor the journal
+
+
 def run_main(ex: Experiment) -> None:
-    """``ex.run_commandline()`` with ConfigError turned into a one-line message and exit status 2."""
+    """``ex.run_commandline()`` with ConfigError turned into a one-line message and exit status 2; a run whose
+    record was lost (:attr:`ResilientMongoObserver.record_lost`, said above in full) exits with status 1."""
     try:
-        ex.run_commandline()
+        run = ex.run_commandline()
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         sys.exit(2)
+    if any(getattr(observer, "record_lost", False) for observer in getattr(run, "observers", ())):
+        print("tracking: the run's record was not saved (see above); exit status 1", file=sys.stderr)
+        sys.exit(EXIT_RECORD_LOST)
