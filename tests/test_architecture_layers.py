@@ -3,11 +3,13 @@
 Layers, floor to top; a module may import only its own layer or lower ones:
 
 * L0 ``errors``, ``registry``, ``validation``, ``runtime`` (and the root ``kd_plugin/__init__.py``)
-* L1 ``masking``, ``losses``, ``student``, ``data``, ``teacher_catalogue``, ``optimization``
-* L2 ``config``
-* L3 ``preparation``, ``evaluation``, ``tracking``, ``export``, ``ablation``
-* L4 ``training``
-* L5 ``downstream``
+* L1 ``families`` (where each architecture keeps its parts)
+* L2 ``masking``, ``losses``, ``student``, ``data``, ``teacher_catalogue``, ``teacher_gguf``, ``optimization``,
+  ``objectives``
+* L3 ``config``
+* L4 ``preparation``, ``evaluation``, ``tracking``, ``export``, ``ablation``
+* L5 ``training``
+* L6 ``downstream``
 
 Also refused: an import cycle between modules, and a cycle between the packages of one layer (e.g. tracking <->
 preparation). Each failure lists every violation as ``file:line: what``.
@@ -24,7 +26,8 @@ PACKAGE = "kd_plugin"
 
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "registry", "validation", "runtime"),
-    ("masking", "losses", "student", "data", "teacher_catalogue", "optimization"),
+    ("families",),
+    ("masking", "losses", "student", "data", "teacher_catalogue", "teacher_gguf", "optimization", "objectives"),
     ("config",),
     ("preparation", "evaluation", "tracking", "export", "ablation"),
     ("training",),

@@ -34,7 +34,7 @@ def make_outputs(seed: int = 0, student_dim: int = DIM) -> DistillationOutputs:
         student_logits=torch.randn(BS, SEQ, VOC, generator=g, requires_grad=True),
         teacher_logits=3 * torch.randn(BS, SEQ, VOC, generator=g),
         attention_mask=attention_mask,
-        mlm_labels=labels,
+        labels=labels,
         student_hidden_states=s_hidden,
         teacher_hidden_states=t_hidden,
         student_attentions=s_att,
@@ -51,7 +51,7 @@ def rows_of(out: DistillationOutputs, which: str) -> list[tuple[int, int]]:
     if which == "tokens":
         mask = out.attention_mask.numpy()
     else:
-        mask = (out.mlm_labels != -100).numpy()
+        mask = (out.labels != -100).numpy()
     return [(b, i) for b in range(BS) for i in range(SEQ) if mask[b, i]]
 
 
@@ -94,7 +94,7 @@ def test_mlm_is_cross_entropy_on_masked_positions():
     out = make_outputs()
     s = out.student_logits.detach().double().numpy()
     rows = rows_of(out, "masked")
-    expected = np.mean([-np.log(np_softmax(s[b, i])[out.mlm_labels[b, i].item()]) for b, i in rows])
+    expected = np.mean([-np.log(np_softmax(s[b, i])[out.labels[b, i].item()]) for b, i in rows])
     assert build_term("mlm")(out).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -131,7 +131,7 @@ def test_cosine_declared_layer_pairs_average():
 def test_cosine_is_zero_for_identical_directions():
     out = make_outputs()
     same = DistillationOutputs(
-        out.student_logits, out.teacher_logits, out.attention_mask, out.mlm_labels,
+        out.student_logits, out.teacher_logits, out.attention_mask, out.labels,
         student_hidden_states=tuple(2.5 * h for h in out.teacher_hidden_states[:LAYERS + 1]),
         teacher_hidden_states=out.teacher_hidden_states[:LAYERS + 1],
     )
@@ -205,7 +205,7 @@ def test_gradients_flow_only_into_the_student():
     with torch.no_grad():
         t_logits = teacher_logits * 1.0
         t_hidden_ng = tuple(h * 1.0 for h in t_hidden)
-    mixed = DistillationOutputs(out.student_logits, t_logits, out.attention_mask, out.mlm_labels,
+    mixed = DistillationOutputs(out.student_logits, t_logits, out.attention_mask, out.labels,
                                 student_hidden_states=s_hidden, teacher_hidden_states=t_hidden_ng)
     decl = MixtureDeclaration(weights={"ce": 1.0, "mlm": 1.0, "cos": 1.0, "mse": 1.0}, temperature=2.0)
     LossMixture(decl, DIMS)(mixed)["loss"].backward()

@@ -326,6 +326,10 @@ def test_student_has_no_token_types_or_pooler_and_is_smaller():
         "n_non_embedding_parameters": summary.n_non_embedding_parameters,
         "teacher_n_parameters": summary.teacher_n_parameters,
         "fold_token_type_embedding": True,
+        "architecture": "distilbert",
+        "model_class": "DistilBertForMaskedLM",
+        "family": "bert",
+        "objective": "masked_lm",
     }
 
 

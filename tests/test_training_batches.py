@@ -9,7 +9,8 @@ from datasets import Dataset
 
 from kd_plugin.data import LengthGroupedBatchSampler
 from kd_plugin.masking import DynamicMasker, MaskingConfig
-from kd_plugin.training.batches import BatchPosition, BatchStream, MaskedBatchMaker
+from kd_plugin.objectives import MaskedTargets
+from kd_plugin.training.batches import BatchMaker, BatchPosition, BatchStream
 
 VOCAB, PAD, MASK, CLS, SEP = 50, 0, 1, 2, 3
 
@@ -29,7 +30,7 @@ def make_stream(data: Dataset, prefetch: int, rank: int = 0, world: int = 1, sta
     if state is not None:
         sampler.load_state_dict(state)
     masker = DynamicMasker(MaskingConfig(smoothing=0.0), VOCAB, MASK, PAD, [PAD, MASK, CLS, SEP])
-    maker = MaskedBatchMaker(data, masker, seed=11, pad_token_id=PAD, pad_to_multiple_of=multiple)
+    maker = BatchMaker(data, MaskedTargets(masker), seed=11, pad_token_id=PAD, pad_to_multiple_of=multiple)
     return BatchStream(sampler, maker, rank, world, prefetch=prefetch)
 
 
@@ -76,14 +77,14 @@ def test_row_indices_and_counts_are_those_of_the_masks_and_padding_is_rounded():
         assert batch.input_ids.shape[1] % 8 == 0
         flat_mask, flat_labels = batch.attention_mask.flatten(), batch.labels.flatten()
         assert torch.equal(batch.token_rows, flat_mask.nonzero().squeeze(1))
-        assert torch.equal(batch.masked_rows, flat_labels.ne(-100).nonzero().squeeze(1))
-        assert batch.n_tokens == int(flat_mask.sum()) and batch.n_masked == len(batch.masked_rows) > 0
-        assert bool((flat_mask[batch.masked_rows] == 1).all())  # only real tokens are masked
+        assert torch.equal(batch.target_rows, flat_labels.ne(-100).nonzero().squeeze(1))
+        assert batch.n_tokens == int(flat_mask.sum()) and batch.n_targets == len(batch.target_rows) > 0
+        assert bool((flat_mask[batch.target_rows] == 1).all())  # only real tokens are masked
 
 
 def test_an_error_in_the_prefetch_thread_is_raised_in_the_loop():
     data = sequences()
     stream = make_stream(data, 2)
-    stream.maker.masker = None  # the thread's make() fails on its first batch
+    stream.maker.targets = None  # the thread's make() fails on its first batch
     with pytest.raises(AttributeError):
         take(stream, 1)

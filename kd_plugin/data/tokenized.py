@@ -6,9 +6,11 @@ Pipeline (all through ``datasets.map`` into Arrow files, so memory does not grow
 2. split documents into train / held-out BEFORE chunking, by a stable hash of each document's text (not by the
    run's seed): no document contributes to both, identical documents land on the same side, and every run with
    the same ``held_out_fraction`` (teacher preparation and distillation, any seed) holds out the same documents;
-3. tokenize with the fast tokenizer, batched, without special tokens; cut every document into consecutive chunks
-   of at most ``max_seq_length - 2`` tokens (long documents are split, never dropped or truncated) and wrap each
-   chunk as ``[CLS] chunk [SEP]`` (``bos``/``eos`` for tokenizers without cls/sep, e.g. RoBERTa-style);
+3. tokenize with the fast tokenizer, batched, without special tokens (:func:`encode_documents`: special-token
+   text in a document, a literal ``[MASK]`` or ``[SEP]``, is split into ordinary tokens, never read as the special
+   token); cut every document into consecutive chunks of at most ``max_seq_length - 2`` tokens (long documents are
+   split, never dropped or truncated) and wrap each chunk as ``[CLS] chunk [SEP]`` (``bos``/``eos`` for tokenizers
+   without cls/sep, e.g. RoBERTa-style);
 4. count token ids over the train split once (for frequency-smoothed masking, ``counts ** -0.7``).
 
 Cache layout, one directory per set of arguments that change the result::
@@ -45,7 +47,8 @@ from kd_plugin.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2  # 2: held-out split by document hash, independent of the seed
+CACHE_FORMAT_VERSION = 3  # 2: held-out split by document hash, independent of the seed; 3: special-token text
+# in documents is split into ordinary tokens (encode_documents)
 SPLITS = ("train", "held_out")
 _META = "meta.json"
 _COUNTS = "token_counts.npy"
@@ -79,14 +82,17 @@ class TokenizedCorpus:
 
 
 def special_token_ids(tokenizer) -> tuple[int, int]:
-    """(start, end) ids that wrap each chunk: cls/sep, else bos/eos."""
-    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    """(start, end) ids that wrap each chunk: cls/sep (BERT), else bos/eos (RoBERTa, GPT-2, Llama); a tokenizer
+    with an end-of-text token but no bos (Qwen2) starts chunks with its end-of-text token, the document
+    separator it was trained with."""
+    start = next((i for i in (tokenizer.cls_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+                  if i is not None), None)
     end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if start is None or end is None:
         raise ConfigError(
             "data.tokenizer",
             f"{type(tokenizer).__name__} has neither cls/sep nor bos/eos tokens to wrap sequences",
-            "a tokenizer with cls_token and sep_token (BERT) or bos_token and eos_token (RoBERTa)",
+            "a tokenizer with cls_token and sep_token (BERT) or an eos_token (RoBERTa, GPT-2, Llama, Qwen2)",
         )
     return int(start), int(end)
 
@@ -109,17 +115,26 @@ def tokenizer_fingerprint(tokenizer) -> dict[str, object]:
     }
 
 
+def encode_documents(tokenizer, texts: list[str]) -> list[list[int]]:
+    """The token ids of each document's text, as training sequences get them: no special tokens added, and
+    special-token text in the documents (a literal ``[MASK]``, ``[SEP]``, ``[PAD]``, ``<|endoftext|>``) split into
+    ordinary tokens (``split_special_tokens``): text never becomes a mask, separator or padding token. Also what
+    :mod:`kd_plugin.data.text_checks` measures a corpus sample with."""
+    return tokenizer(
+        texts,
+        add_special_tokens=False,
+        split_special_tokens=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # no "sequence longer than model max length" warning: documents are split into chunks
+    )["input_ids"]
+
+
 def _tokenize_and_chunk(
     batch: dict[str, list], tokenizer, max_seq_length: int, start_id: int, end_id: int
 ) -> dict[str, list]:
     """Batched map: documents in, chunks out (a document yields ceil(n_tokens / (max_seq_length - 2)) rows)."""
-    encoded = tokenizer(
-        batch["text"],
-        add_special_tokens=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,  # no "sequence longer than model max length" warning: we split below
-    )["input_ids"]
+    encoded = encode_documents(tokenizer, batch["text"])
     body = max_seq_length - 2
     out: dict[str, list] = {"input_ids": [], "length": [], "doc_id": [], "chunk_index": []}
     for doc_id, ids in zip(batch["doc_id"], encoded, strict=True):

@@ -15,6 +15,8 @@ from kd_plugin.losses.term import LOSS_TERMS, LossTerm
 
 @LOSS_TERMS.register("mlm")
 class MaskedLMCrossEntropy(LossTerm):
+    objectives = frozenset({"masked_lm"})
+
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
-        logits = select_rows(outputs.student_logits, outputs.masked_row_index)  # (n_masked, voc_size)
-        return masked_lm_cross_entropy(logits, outputs.masked_labels, outputs.logit_chunk_rows)  # ()
+        logits = select_rows(outputs.student_logits, outputs.target_row_index)  # (n_masked, voc_size)
+        return masked_lm_cross_entropy(logits, outputs.target_labels, outputs.logit_chunk_rows)  # ()

@@ -18,10 +18,54 @@ from kd_plugin.errors import ConfigError
 from kd_plugin.losses.outputs import DistillationOutputs
 from kd_plugin.losses.term import LOSS_TERMS, OPTIONS_KEY, WEIGHTS_KEY, ModelDims, check_options
 
+# Ranges that keep every term representable and the sum meaningful in fp32 (and in bf16/fp16 runs, whose
+# logit losses are computed in fp32 chunks):
+# * T scales the logits by 1/T and the KL by T^2, and the KL's gradient is T * (p_s - p_t). Below 0.1 the
+#   factor T^2 turns the term down by more than 100x (T = 1e-30: T^2 underflows to 0 and the term silently
+#   vanishes). Above 100, p_s - p_t is a difference of two nearly equal probabilities whose fp32 rounding error
+#   grows as 6e-8 * T / |z_s - z_t|: 6e-6 at T = 100, the whole gradient near T = 1e7, exactly 0 at T = 1e30.
+#   Published recipes use 1 to 20 (DistilBERT 2, TinyBERT 1, Hinton et al. up to 20).
+# * A weight is 0 (the term is off and not built) or in [1e-3, 1e3]: two active terms then differ in weight by
+#   at most 1e6, which fp32 (relative resolution 6e-8) still resolves in their sum and summed gradients, where a
+#   1e-30 term would vanish from the total unseen while logged as active and a 1e30 one would overflow fp32 (max
+#   3.4e38) for any loss above 3.4e8, or fp16's 65504 under loss scaling. Published weights lie in 0.1 to 1000
+#   (DistilBERT 5/2/1, Patient-KD's beta up to 1000).
+T_RANGE = (0.1, 100.0)
+WEIGHT_RANGE = (1e-3, 1e3)
+T_ALLOWED = f"T > 0 within [{T_RANGE[0]:g}, {T_RANGE[1]:g}]"
+WEIGHT_ALLOWED = f"0 (off), or a number >= {WEIGHT_RANGE[0]:g} and <= {WEIGHT_RANGE[1]:g}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_temperature(value: Any, key: str = "T") -> float:
+    """The soft targets' temperature, in :data:`T_RANGE` (why: the comment above)."""
+    if not _is_number(value) or not T_RANGE[0] <= value <= T_RANGE[1]:
+        raise ConfigError(key, f"temperature {value!r} is out of range (below {T_RANGE[0]:g} T^2 scales the soft-target "
+                          f"term toward 0, above {T_RANGE[1]:g} its gradient is lost to fp32 rounding)", T_ALLOWED)
+    return float(value)
+
+
+def check_weight(value: Any, key: str) -> float:
+    """A loss term's weight: 0 (off) or in :data:`WEIGHT_RANGE` (why: the comment above)."""
+    if not _is_number(value):
+        raise ConfigError(key, f"weight {value!r} is not a finite number", WEIGHT_ALLOWED)
+    if value < 0:
+        raise ConfigError(key, f"negative weight {value}", WEIGHT_ALLOWED)
+    if 0 < value < WEIGHT_RANGE[0]:
+        raise ConfigError(key, f"weight {value!r} is too small: the term would vanish from the sum in fp32 rounding "
+                          "while logged as active", WEIGHT_ALLOWED)
+    if value > WEIGHT_RANGE[1]:
+        raise ConfigError(key, f"weight {value!r} is too large: the weighted term can overflow the sum",
+                          WEIGHT_ALLOWED)
+    return float(value)
+
 
 @dataclass(frozen=True)
 class MixtureDeclaration:
-    """``weights``: term name -> alpha (>= 0); ``options``: term name -> keyword options of that term.
+    """``weights``: term name -> alpha (0, or in :data:`WEIGHT_RANGE`); ``temperature`` in :data:`T_RANGE`; ``options``: term name -> keyword options of that term.
 
     ``weight_keys`` maps a term to the config key its weight was declared under (``alpha_ce`` for the paper's
     terms in ``experiments/distill.py``), so every error names the key the user typed; by default a term's
@@ -43,19 +87,14 @@ class MixtureDeclaration:
         for name, weight in self.weights.items():
             if name not in LOSS_TERMS:
                 raise ConfigError(self.weight_key(name), f"unknown loss term {name!r}", allowed)
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight):
-                raise ConfigError(self.weight_key(name), f"weight {weight!r} is not a finite number", ">= 0")
-            if weight < 0:
-                raise ConfigError(self.weight_key(name), f"negative weight {weight}", ">= 0")
+            check_weight(weight, self.weight_key(name))
         if not any(w > 0 for w in self.weights.values()):
             raise ConfigError(self.all_weights_key, "all loss weights are zero", f"at least one > 0 among {allowed}")
         for name, options in self.options.items():
             if name not in LOSS_TERMS:
                 raise ConfigError(f"{OPTIONS_KEY}.{name}", f"options for unknown loss term {name!r}", allowed)
             check_options(name, dict(options))
-        t = self.temperature
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-            raise ConfigError("T", f"temperature {t!r} must be a positive number", "T > 0")
+        check_temperature(self.temperature, "T")
 
     @property
     def active(self) -> dict[str, float]:

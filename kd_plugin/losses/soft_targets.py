@@ -21,7 +21,7 @@ class SoftTargetKL(LossTerm):
 
     def __init__(self, name: str, dims: ModelDims, temperature: float, rows: str = "tokens"):
         super().__init__(name, dims, temperature)
-        self.rows = check_rows(rows, f"loss_options.{name}.rows")
+        self.rows = check_rows(rows, f"loss_options.{name}.rows", dims.objective)
 
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
         rows = row_index(self.rows, outputs)  # (n_rows,)

@@ -28,21 +28,29 @@ class ModelDims:
     teacher_layers: int
     student_heads: int = 0
     teacher_heads: int = 0
+    objective: str = "masked_lm"  # the teacher's (and student's) training objective: masked_lm | causal_lm
 
 
 class LossTerm(nn.Module):
     """One unweighted loss term. Subclasses set ``needs`` and implement ``forward``.
 
     ``needs`` tells the trainer which extra model outputs to request ("hidden_states", "attentions"), so
-    hidden states are only materialised when some term reads them. Options come from the declaration
+    hidden states are only materialised when some term reads them. ``objectives`` are the training objectives
+    the term makes sense for (the masked-LM loss needs masked targets, the causal-LM loss next-token ones). Options come from the declaration
     (``loss_options.<name>.*`` in config) and are validated in ``__init__`` with ``ConfigError``.
     A term may own parameters (e.g. a projection); they are trained with the student.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    objectives: ClassVar[frozenset[str]] = frozenset({"masked_lm", "causal_lm"})
 
     def __init__(self, name: str, dims: ModelDims, temperature: float, **options: Any):
         super().__init__()
+        if dims.objective not in self.objectives:
+            raise ConfigError(  # renamed by the mixture to the key the weight was declared under (alpha_mlm)
+                f"{WEIGHTS_KEY}.{name}", f"the {name} term needs a {' or '.join(sorted(self.objectives))} teacher, "
+                f"this one is a {dims.objective} model", "0 (masked LMs train with alpha_mlm, causal LMs with "
+                "alpha_clm; `with causal_lm` sets the causal recipe)")
         if options:
             raise ConfigError(
                 f"loss_options.{name}", f"unknown option(s) {sorted(options)}", "(this term takes no options)"
@@ -83,13 +91,16 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 ROW_SELECTIONS = ("tokens", "masked")
 
 
-def check_rows(rows: str, key: str) -> str:
-    """Validate the token rows a logit-level term is averaged over."""
+def check_rows(rows: str, key: str, objective: str = "masked_lm") -> str:
+    """Validate the token rows a logit-level term is averaged over (``masked`` exists for masked LMs only)."""
     if rows not in ROW_SELECTIONS:
         raise ConfigError(key, f"unknown row selection {rows!r}", "'tokens' (all non-pad tokens), 'masked'")
+    if rows == "masked" and objective != "masked_lm":
+        raise ConfigError(key, f"'masked' rows need a masked-LM teacher; this teacher is trained for {objective}",
+                          "'tokens' (all non-pad positions, as the original distiller for GPT-2)")
     return rows
 
 
 def row_index(rows: str, outputs: DistillationOutputs) -> torch.Tensor:
     """Flat indices of all real tokens, or of the masked positions only: (n_rows,)."""
-    return outputs.token_row_index if rows == "tokens" else outputs.masked_row_index
+    return outputs.token_row_index if rows == "tokens" else outputs.target_row_index

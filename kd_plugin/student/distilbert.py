@@ -1,4 +1,4 @@
-"""Build a DistilBERT student from a BERT-family teacher: DistilBERT's "initialise from the teacher" step.
+"""``student.architecture=distilbert``: a DistilBERT student from a BERT-family teacher (the paper's student).
 
 The student is a ``DistilBertForMaskedLM``: same width, heads and vocabulary as the teacher, fewer layers, no
 token-type embeddings and no pooler. Weights are copied with the renaming below (module names of
@@ -40,47 +40,24 @@ warning says so.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForMaskedLM, PreTrainedModel
 
 from kd_plugin.errors import ConfigError
-from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
-from kd_plugin.student.requirements import ModelRequirements, apply_to_student
+from kd_plugin.families import family_of
 
 TEACHER_KEY = "teacher"
 SUPPORTED_ACTIVATIONS = ("gelu", "relu")
 DISTILBERT_LAYER_NORM_EPS = 1e-12
 
-# model_type -> (MLM head attribute, position offset is padding_idx + 1)
-SUPPORTED_TEACHERS = {
+# family -> (MLM head attribute, position offset is padding_idx + 1); the families marked distilbert_source
+SOURCE_FAMILIES = {
     "bert": ("cls", False),
     "roberta": ("lm_head", True),
-    "xlm-roberta": ("lm_head", True),
-    "camembert": ("lm_head", True),
 }
-
-
-@dataclass(frozen=True)
-class StudentSummary:
-    """What ``build_student`` did, for the run's record.
-
-    ``fold_token_type_embedding`` is whether the token-type row was actually folded (always False for
-    ``random_init``, which copies nothing).
-    """
-
-    strategy: str
-    teacher_layers_copied: list[int] = field(default_factory=list)
-    n_layers: int = 0
-    n_parameters: int = 0
-    n_non_embedding_parameters: int = 0
-    teacher_n_parameters: int = 0
-    fold_token_type_embedding: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -99,13 +76,13 @@ class _TeacherParts:
 
 def _teacher_parts(teacher: PreTrainedModel) -> _TeacherParts:
     config = teacher.config
-    model_type = getattr(config, "model_type", None)
-    allowed = "a masked-LM model of type " + ", ".join(sorted(SUPPORTED_TEACHERS))
-    if model_type not in SUPPORTED_TEACHERS:
+    family = family_of(config)
+    allowed = "a masked-LM teacher of family " + ", ".join(sorted(SOURCE_FAMILIES)) + ", or student.architecture=same"
+    if family.name not in SOURCE_FAMILIES:
         raise ConfigError(
-            TEACHER_KEY, f"cannot build a DistilBERT student from model_type {model_type!r}", allowed
+            "student.architecture", f"cannot build a DistilBERT student from a {family.name} teacher", allowed
         )
-    head_name, roberta_positions = SUPPORTED_TEACHERS[model_type]
+    head_name, roberta_positions = SOURCE_FAMILIES[family.name]
     base = getattr(teacher, teacher.base_model_prefix, None)
     head = getattr(teacher, head_name, None)
     if base is None or head is None or not hasattr(base, "encoder"):
@@ -243,59 +220,24 @@ def _copy_from_teacher(
     projector.bias.copy_(parts.decoder_bias)  # (vocab_size,)
 
 
-def _strategy_name(strategy: str | list[int]) -> str:
-    return strategy if isinstance(strategy, str) else "explicit"
-
-
-def build_student(
-    teacher: PreTrainedModel,
-    strategy: str | list[int],
-    n_layers: int | None = None,
-    fold_token_type_embedding: bool = True,
-    seed: int | None = None,
-    requirements: ModelRequirements | None = None,
-) -> tuple[DistilBertForMaskedLM, StudentSummary]:
-    """A DistilBERT masked-LM student initialised from ``teacher`` (see the module docstring for the mapping).
-
-    ``strategy`` / ``n_layers`` are the ``student.layers`` / ``student.n_layers`` declarations
-    (see ``select_layers``). ``seed`` seeds the fresh initialisation without touching the global RNG; it only
-    matters for ``random_init``, since every other strategy overwrites every student weight. The student has
-    the teacher's dtype and device and is returned in eval mode, like ``from_pretrained``. ``requirements``
-    (what the loss terms read, see :mod:`kd_plugin.student.requirements`) are applied to it.
-    """
+def build_distilbert(teacher: PreTrainedModel, layers: list[int], depth: int, seed: int | None,
+                     fold_token_type_embedding: bool) -> DistilBertForMaskedLM:
+    """A ``DistilBertForMaskedLM`` of ``depth`` layers copied from teacher layers ``layers`` (see the module
+    docstring), or freshly initialised when ``layers`` is empty (``random_init``)."""
     parts = _teacher_parts(teacher)
-    teacher_layers = len(parts.layers)
-    layers = select_layers(strategy, n_layers, teacher_layers)
-    depth = len(layers) if layers else resolve_n_layers(n_layers, teacher_layers)
     config = student_config(teacher, depth)
-
     layer_norm_eps = getattr(teacher.config, "layer_norm_eps", DISTILBERT_LAYER_NORM_EPS)
     if layers and layer_norm_eps != DISTILBERT_LAYER_NORM_EPS:
         warnings.warn(
             f"teacher layer_norm_eps={layer_norm_eps} but DistilBERT hard-codes {DISTILBERT_LAYER_NORM_EPS}: "
             "the student is close to, not exactly, the teacher sub-network",
-            stacklevel=2,
+            stacklevel=3,
         )
-
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         student = DistilBertForMaskedLM(config)
     student.to(device=teacher.device, dtype=teacher.dtype)
-    folded = fold_token_type_embedding and bool(layers)
     if layers:
-        _copy_from_teacher(student, parts, layers, folded)
-    if requirements is not None:
-        apply_to_student(student, requirements)
-    student.eval()
-
-    summary = StudentSummary(
-        strategy=_strategy_name(strategy),
-        teacher_layers_copied=list(layers),
-        n_layers=depth,
-        n_parameters=student.num_parameters(),
-        n_non_embedding_parameters=student.num_parameters(exclude_embeddings=True),
-        teacher_n_parameters=teacher.num_parameters(),
-        fold_token_type_embedding=folded,
-    )
-    return student, summary
+        _copy_from_teacher(student, parts, layers, fold_token_type_embedding)
+    return student

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.families import family_of
 
 
 @dataclass(frozen=True)
@@ -41,5 +42,4 @@ def apply_to_student(student: PreTrainedModel, requirements: ModelRequirements) 
     """Attention implementation, and attention dropout off when attention probabilities are compared."""
     student.set_attn_implementation(requirements.attn_implementation)
     if requirements.attention_probabilities:
-        for layer in student.distilbert.transformer.layer:
-            layer.attention.dropout.p = 0.0
+        family_of(student.config, key="student").set_attention_dropout(student, 0.0)
