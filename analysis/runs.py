@@ -7,7 +7,9 @@
 
 Columns (index ``run_id``, the Sacred ``_id``):
 
-* ``experiment``, ``status``, ``variant`` (the paper ablation variant, :func:`kd_plugin.ablation.variant_of` from
+* ``experiment``, ``status``, ``family`` and ``objective`` (the teacher's model family and training objective:
+  ``bert``/``masked_lm``, ``gpt2``/``causal_lm``, ...; NA for runs that built no student), ``variant`` (the paper
+  ablation variant, :func:`kd_plugin.ablation.variant_of` from
   the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
   ``host`` (hostname), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
   heartbeat of a run that has not stopped);
@@ -55,13 +57,13 @@ from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
 from kd_plugin.tracking.run_tags import parse_tags
 
 META_COLUMNS = [
-    "experiment", "status", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
+    "experiment", "status", "family", "objective", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
     RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
-    "heartbeat": 1, "result": 1, "meta.comment": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 
@@ -87,6 +89,8 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
     row: dict[str, Any] = {
         "experiment": (doc.get("experiment") or {}).get("name"),
         "status": status,
+        "family": (info.get("student_summary") or {}).get("family"),
+        "objective": (info.get("student_summary") or {}).get("objective"),
         "variant": variant_of(config) or tags.get("variant"),
         "sweep": tags.get("sweep"),
         "comment": comment,

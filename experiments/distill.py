@@ -28,15 +28,22 @@ from sacred import Experiment  # noqa: E402
 
 from kd_plugin.config import DistillConfig, declarable_loss_config  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
+from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
 from kd_plugin.runtime.paths import CACHE, DS_CONFIGS  # noqa: E402
+from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
+from kd_plugin.teacher_catalogue import architecture_source  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
+from kd_plugin.training.divergence import exit_on_divergence  # noqa: E402
+from kd_plugin.training.ds_config import check_with_deepspeed  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
+from kd_plugin.training.resume_checks import check_resume  # noqa: E402
 from kd_plugin.training.teacher_checks import check_against_teacher  # noqa: E402
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
 EXTRA_LOSS_WEIGHTS, LOSS_OPTIONS = declarable_loss_config()
+TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
 ex = Experiment("distill", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
@@ -47,6 +54,7 @@ def config():
     teacher = "bert-tiny-prepared"  # catalogue name (bert-tiny-prepared, minilm-l6-prepared, bert-tiny, random-tiny),
     # a local directory, or a hub id when online; "*-prepared" teachers are MLM-trained once, then cached
     student = dict(
+        architecture="distilbert",  # distilbert (BERT/RoBERTa teachers) | same: the teacher's class, fewer blocks
         n_layers=None,  # null = half the teacher's layers
         layers="alternate",  # alternate | distilbert_release | first | last | uniform | random_init | [i, j, ...]
         fold_token_type_embedding=True,  # add the teacher's token-type-0 row into the position embeddings
@@ -54,7 +62,8 @@ def config():
     )
     T = 2.0  # softmax temperature of the soft-target loss (teacher and student), 1 at inference
     alpha_ce = 5.0  # soft-target KL * T^2
-    alpha_mlm = 2.0  # masked-LM cross-entropy
+    alpha_mlm = 2.0  # masked-LM cross-entropy (masked-LM teachers)
+    alpha_clm = 0.0  # causal-LM (next-token) cross-entropy (causal-LM teachers: GPT-2, Llama, Qwen2)
     alpha_cos = 1.0  # cosine alignment of hidden states (last layer unless loss_options.cos.layers)
     alpha_mse = 0.0  # MSE between logits
     loss_weights = dict(EXTRA_LOSS_WEIGHTS)  # the registry's other terms (0 = off), e.g. loss_weights.hidden_mse=1
@@ -74,6 +83,9 @@ def config():
         text_column="text",  # the text field of a local .jsonl/.parquet file or hub dataset
         encoding="utf-8",  # how local .txt/.jsonl/.json files are decoded, e.g. latin-1 (parquet, packaged, hub: utf-8)
         cache_dir=str(CACHE / "datasets"),
+        text_checks="refuse",  # a sample the teacher's tokenizer makes garbage of (unknown tokens, tokens per char,
+        # [MASK]-style markup, mis-decoded words): refuse | warn | off (kd_plugin/data/text_checks.py)
+        pad_token=None,  # null = the tokenizer's own; eos: pad with its end-of-text token (GPT-2, Llama have none)
     )
     batch = dict(
         micro_batch_size=16,  # sequences per rank per forward pass
@@ -146,6 +158,34 @@ def minilm():
 
 
 @ex.named_config
+def causal_lm():
+    # A decoder LM distilled into the same architecture with fewer blocks (DistilGPT2's recipe: L_clm in place of
+    # L_mlm, no masking): the packaged SmolLM2-135M (Llama family, 30 blocks; converted from its GGUF file once)
+    # into 15 blocks initialised from teacher blocks 0, 2, ..., 14, 17, ..., 29. A long job on a CPU.
+    teacher = "smollm2-135m"
+    student = dict(architecture="same", layers="distilbert_release")
+    alpha_ce, alpha_mlm, alpha_clm, alpha_cos = 5.0, 0.0, 2.0, 1.0
+    data = dict(pad_token="eos")
+    batch = dict(micro_batch_size=8)
+    max_steps = 200
+    eval_max_sequences = 200
+
+
+@ex.named_config
+def causal_smoke():
+    # Seconds: the causal-LM path end to end on a tiny random GPT-2 (the DistilGPT2 architecture).
+    teacher = "random-tiny-gpt2"
+    student = dict(architecture="same")
+    alpha_ce, alpha_mlm, alpha_clm, alpha_cos = 5.0, 0.0, 2.0, 1.0
+    data = dict(max_documents=300, max_seq_length=64, pad_token="eos")
+    eval_max_sequences = 16
+    batch = dict(micro_batch_size=8)
+    max_steps = 20
+    log_every = 1
+    checkpoint_every = 10
+
+
+@ex.named_config
 def tensorboard():
     # Every logged metric also to TensorBoard: `tensorboard --logdir <output_dir>/monitor`.
     monitors = ["tensorboard"]
@@ -172,19 +212,28 @@ def validate(config, command_name, logger):
     if command_name == "main":
         with exit_on_config_error():
             distill_config = DistillConfig.from_dict(config)
-            distill_config.batch.plan(LAUNCH.world_size)  # an unreachable effective batch is refused here
+            plan = distill_config.batch.plan(LAUNCH.world_size)  # an unreachable effective batch is refused here
             data = distill_config.data
             check_corpus_source(data.corpus, data.text_column, data.encoding, data.sample_by)
+            check_writable_dir(data.cache_dir, "data.cache_dir")
             check_against_teacher(distill_config)
+            TEXT_CHECKS.update(check_corpus_text(  # a prepared teacher's tokenizer is its base model's
+                data.corpus, architecture_source(distill_config.teacher).path, data.text_checks,
+                text_column=data.text_column, encoding=data.encoding, sample_by=data.sample_by,
+                max_documents=data.max_documents or None, teacher=distill_config.teacher))
+            check_with_deepspeed(distill_config, plan)  # DeepSpeed's own config models; monitors' packages
+            check_resume(distill_config, plan)  # readable, and written by this teacher, student and plan
             if LAUNCH.is_main and distill_config.run.output_dir is not None:
-                hold_output_dir(distill_config.run.output_dir)  # writable, and no other run writing there
+                # writable, no other run writing there, no earlier run's results (unless resumed from there)
+                hold_output_dir(distill_config.run.output_dir, resume=distill_config.run.resume)
     return {}
 
 
 @ex.main
 def main(_config, _run):
-    with exit_on_config_error():
+    with exit_on_config_error(), exit_on_divergence(_run.info):  # one line each; Sacred records FAILED
         database = next((f"{o.display_url}/{o.db_name}" for o in _run.observers if hasattr(o, "display_url")), None)
+        _run.info["text_checks"] = dict(TEXT_CHECKS)
         trainer = DistillationTrainer(DistillConfig.from_dict(_config), log_scalar=_run.log_scalar, info=_run.info,
                                       run_id=_run._id, database=database)
         result = trainer.run()
@@ -195,6 +244,6 @@ def main(_config, _run):
 
 
 if __name__ == "__main__":
-    install_process_handlers()  # SIGTERM is recorded as INTERRUPTED, like Ctrl-C
+    install_process_handlers()  # SIGTERM / SIGHUP are recorded as INTERRUPTED, like Ctrl-C
     with clean_exit():
         run_main(ex)

@@ -38,10 +38,13 @@ from sacred import Experiment  # noqa: E402
 
 from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
 from kd_plugin.downstream.finetune_config import FinetuneConfig  # noqa: E402
+from kd_plugin.downstream.model_loading import check_saved_weights  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.paths import OUTPUTS  # noqa: E402
+from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
+from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
 
 ex = Experiment("finetune", save_git_info=False)
 configure_experiment(ex, LAUNCH)
@@ -119,7 +122,14 @@ def validate(config, command_name, logger):
     """Reject bad values (and an unresolvable model) before the run starts."""
     if command_name == "main":
         with exit_on_config_error():
-            resolve_evaluated_model(FinetuneConfig.from_dict(config).source)
+            finetune_config = FinetuneConfig.from_dict(config)
+            source = finetune_config.source
+            check_holds_none(finetune_config.output_dir, "output_dir", ("results.json", "models"),
+                             "an earlier fine-tuning's results, which this run would overwrite",
+                             "a new output_dir (or none: a fresh folder)")
+            resolved = resolve_evaluated_model(source)
+            # weights that are not finite (a diverged distillation's student): refused before any training
+            check_saved_weights(resolved.model, "model" if source.model is not None else "distill_run_id")
     return {}
 
 
@@ -143,4 +153,6 @@ def main(_config, _run):
 
 
 if __name__ == "__main__":
-    run_main(ex)
+    install_process_handlers()  # SIGTERM / SIGHUP are recorded as INTERRUPTED, like Ctrl-C
+    with clean_exit(resumable=False):
+        run_main(ex)

@@ -29,10 +29,13 @@ from sacred import Experiment  # noqa: E402
 
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.preparation.preparation_config import DEFAULT_DATASET_CACHE, PreparationConfig  # noqa: E402
-from kd_plugin.preparation.recipes import SMOKE, default_cache_root, recipe_value  # noqa: E402
+from kd_plugin.preparation.recipes import RECORD_FILE, SMOKE, default_cache_root, recipe_value  # noqa: E402
+from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
+from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
 
 ex = Experiment("prepare_teacher", save_git_info=False)
+TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
 configure_experiment(ex, LAUNCH)
 
 
@@ -45,6 +48,7 @@ def config():
     data = dict(
         recipe_value(teacher, "data"),  # corpus, max_seq_length, held_out_fraction, max_documents, sample_by
         cache_dir=str(DEFAULT_DATASET_CACHE),  # tokenized-corpus cache (shared with distill)
+        text_checks="refuse",  # a sample the tokenizer makes garbage of: refuse | warn | off (not in the key)
     )
     masking = recipe_value(teacher, "masking")  # 15 %, 80/10/10, uniform selection
     batch_size = recipe_value(teacher, "batch_size")  # sequences per optimizer step
@@ -74,7 +78,20 @@ def validate(config, command_name, logger):
     """Reject bad values before the run starts (no model loaded, no run record half created)."""
     if command_name in ("main", "where"):
         with exit_on_config_error():  # one line "configuration error: <key>: ..." and exit status 2
-            PreparationConfig.from_dict(config)
+            preparation = PreparationConfig.from_dict(config)
+            if command_name == "main" and not (preparation.output_dir and (preparation.output_dir / RECORD_FILE).is_file()):
+                # the prepared folder replaces output_dir as a whole: only an earlier preparation may be there
+                check_holds_none(preparation.output_dir, "output_dir", None, "it holds no teacher preparation "
+                                 f"({RECORD_FILE}), and preparing into it would delete them",
+                                 "a new or empty folder, an earlier preparation's folder, or null (the cache)")
+            if command_name == "main":  # the base teacher's tokenizer on the corpus's first documents
+                from kd_plugin.data.text_checks import check_corpus_text
+                from kd_plugin.teacher_catalogue import resolve_teacher
+
+                data = preparation.data
+                TEXT_CHECKS.update(check_corpus_text(
+                    data.corpus, resolve_teacher(preparation.teacher).path, data.text_checks,
+                    sample_by=data.sample_by, max_documents=data.max_documents, teacher=preparation.teacher))
     return {}
 
 
@@ -96,6 +113,7 @@ def main(_config, _run):
 
     with exit_on_config_error():
         config = PreparationConfig.from_dict(_config)
+    _run.info["text_checks"] = dict(TEXT_CHECKS)
     result = prepare_teacher(config, log_scalar=_run.log_scalar, info=_run.info, run_id=_run._id)
     record = Path(result["prepared_dir"]) / "preparation.json"
     if record.is_file() and not result.get("reused"):
@@ -104,4 +122,6 @@ def main(_config, _run):
 
 
 if __name__ == "__main__":
-    run_main(ex)
+    install_process_handlers()  # SIGTERM / SIGHUP are recorded as INTERRUPTED, like Ctrl-C
+    with clean_exit(resumable=False):
+        run_main(ex)

@@ -1,6 +1,11 @@
 """The ablation variants of the DistilBERT paper (Sanh et al. 2019, Table 4), as config updates of
 ``experiments/distill.py``, and :func:`variant_of`, which recognises them from a run's config.
 
+Two sets, one per training objective: the paper's for masked LMs (``full``, ``no_ce``, ``no_cos``, ``no_mlm``,
+``random_init``) and DistilGPT2's for causal LMs, where ``L_clm`` replaces ``L_mlm`` (``full``, ``no_ce``,
+``no_cos``, ``no_clm``, ``random_init``; run with the ``causal_lm`` named config). The analysis tells the sets
+apart by the run's ``objective`` column.
+
 One definition for both sides: ``experiments/sweep.py`` runs these updates, and the analysis (``analysis/``) names
 a run's variant from what actually ran (its config), so a run started by hand with the same settings lands in
 the same row. Loss weights are compared with ``numpy.isclose``; a run with other weights, an ``alpha_mse`` or
@@ -16,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-FULL_MIXTURE = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0}  # the public recipe (train.py defaults of the released code)
+FULL_MIXTURE = {"alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0}  # the paper's recipe (DistilBERT's training command)
+CAUSAL_FULL_MIXTURE = {"alpha_ce": 5.0, "alpha_clm": 2.0, "alpha_cos": 1.0}  # DistilGPT2's (alpha_mlm=0)
 RANDOM_INIT = "random_init"
 LAYERS_KEY = "student.layers"
 LOSS_WEIGHTS_KEY = "loss_weights"
@@ -39,9 +45,24 @@ VARIANTS: dict[str, Variant] = {
         Variant("random_init", "random student initialisation", dict(FULL_MIXTURE, **{LAYERS_KEY: RANDOM_INIT})),
     ]
 }
+CAUSAL_VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("full", "L_ce + L_clm + L_cos (5 / 2 / 1), student initialised from the teacher",
+                dict(CAUSAL_FULL_MIXTURE, alpha_mlm=0.0)),
+        Variant("no_ce", "without L_ce (soft-target KL)", dict(CAUSAL_FULL_MIXTURE, alpha_mlm=0.0, alpha_ce=0.0)),
+        Variant("no_cos", "without L_cos (hidden-state cosine)",
+                dict(CAUSAL_FULL_MIXTURE, alpha_mlm=0.0, alpha_cos=0.0)),
+        Variant("no_clm", "without L_clm (causal-LM)", dict(CAUSAL_FULL_MIXTURE, alpha_mlm=0.0, alpha_clm=0.0)),
+        Variant("random_init", "random student initialisation",
+                dict(CAUSAL_FULL_MIXTURE, alpha_mlm=0.0, **{LAYERS_KEY: RANDOM_INIT})),
+    ]
+}
+VARIANT_SETS = {"masked_lm": VARIANTS, "causal_lm": CAUSAL_VARIANTS}  # objective -> its variants
 REFERENCE_VARIANT = "full"
 # The keys the variants own: a sweep must not override them for all variants at once.
-VARIANT_KEYS = ("alpha_ce", "alpha_mlm", "alpha_cos", LAYERS_KEY)
+VARIANT_KEYS = ("alpha_ce", "alpha_mlm", "alpha_clm", "alpha_cos", LAYERS_KEY)
+WEIGHT_KEYS = VARIANT_KEYS[:4]
 
 _MISSING = object()
 
@@ -76,10 +97,14 @@ def variant_of(row: Mapping[str, Any]) -> str | None:
     """The paper variant a run is, from its config: a whole run document (``{"config": {...}}``), a nested
     config, or a runs-table row (dotted keys).
 
-    None when the config is not one of :data:`VARIANTS` (other weights, ``alpha_mse`` != 0, extra loss terms).
+    None when the config is not one of :data:`VARIANTS` or :data:`CAUSAL_VARIANTS` (other weights,
+    ``alpha_mse`` != 0, extra loss terms). ``alpha_clm`` absent (runs before causal LMs existed) counts as 0.
     """
     config = row["config"] if isinstance(row.get("config"), Mapping) else row
-    alphas = [_as_float(_value(config, k)) for k in FULL_MIXTURE]
+    raw = {k: _value(config, k) for k in WEIGHT_KEYS}
+    if raw["alpha_clm"] is _MISSING:
+        raw["alpha_clm"] = 0.0
+    alphas = [_as_float(raw[k]) for k in WEIGHT_KEYS]
     if any(a is None for a in alphas):  # missing or not a number
         return None
     alpha_mse = _value(config, "alpha_mse")
@@ -88,9 +113,10 @@ def variant_of(row: Mapping[str, Any]) -> str | None:
     if any((_as_float(v) or 0.0) != 0.0 for v in _extra_loss_weights(config)):
         return None
     random_init = _value(config, LAYERS_KEY) == RANDOM_INIT
-    for variant in VARIANTS.values():
-        wants_random = variant.updates.get(LAYERS_KEY) == RANDOM_INIT
-        expected = [float(variant.updates[k]) for k in FULL_MIXTURE]
-        if wants_random == random_init and np.allclose(alphas, expected):
-            return variant.name
+    for variants in VARIANT_SETS.values():
+        for variant in variants.values():
+            wants_random = variant.updates.get(LAYERS_KEY) == RANDOM_INIT
+            expected = [float(variant.updates.get(k, 0.0)) for k in WEIGHT_KEYS]
+            if wants_random == random_init and np.allclose(alphas, expected):
+                return variant.name
     return None

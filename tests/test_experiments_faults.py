@@ -141,10 +141,12 @@ def test_teachers_that_cannot_be_distilled_are_refused_before_compute(tmp_path, 
     no_weights.mkdir()
     (no_weights / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 2,
                                                          "hidden_size": 32, "num_attention_heads": 2}))
-    for teacher, problem in ((gpt2, "not a BERT-family masked LM"), (no_weights, "has a config.json but no weights")):
+    for teacher, key, problem in (
+            (gpt2, "student.architecture", "a distilbert student cannot be built from a gpt2 teacher"),
+            (no_weights, "teacher", "has a config.json but no weights")):
         proc = run_distill(["smoke", f"teacher={teacher}", f"output_dir={tmp_path / 'never'}"], run_env(*db))
         assert proc.returncode == 2, proc.stderr[-2000:]
-        assert "configuration error: teacher: " in proc.stderr and problem in proc.stderr
+        assert f"configuration error: {key}: " in proc.stderr and problem in proc.stderr, proc.stderr[-2000:]
     assert runs(db) == [] and not (tmp_path / "never" / "checkpoints").exists()
 
 

@@ -62,6 +62,20 @@ def test_dry_run_prints_one_tagged_command_per_variant_and_seed():
     assert "dry run: nothing started" in proc.stdout
 
 
+def test_the_causal_objective_runs_distilgpt2s_variants_from_the_causal_lm_named_config():
+    proc = sweep("--objective", "causal_lm", "--seeds", "1", "causal_smoke", "max_steps=3", "--name", "c1",
+                 "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    cmds = commands(proc.stdout)
+    assert list(cmds) == [f"{v} seed=1" for v in ("full", "no_ce", "no_cos", "no_clm", "random_init")]
+    assert cmds["full seed=1"].endswith("with causal_lm causal_smoke max_steps=3 alpha_ce=5.0 alpha_clm=2.0 "
+                                        "alpha_cos=1.0 alpha_mlm=0.0 seed=1")
+    assert "alpha_clm=0.0" in cmds["no_clm seed=1"] and "alpha_ce=5.0" in cmds["no_clm seed=1"]
+    refused = sweep("--objective", "causal_lm", "--seeds", "1", "--variants", "no_mlm", "--dry-run")
+    assert refused.returncode == 2 and "--variants of --objective causal_lm: full no_ce no_cos no_clm random_init" \
+        in refused.stderr, refused.stderr
+
+
 def test_refuses_updates_that_would_undo_the_ablation():
     for bad, says in ((["alpha_ce=1"], "alpha_ce is set by the sweep"), (["seed=3"], "seed is set by the sweep"),
                       (["student.layers=random_init"], "random initialisation is the variant"),

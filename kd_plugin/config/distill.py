@@ -34,20 +34,24 @@ from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.optim import OptimSettings
 from kd_plugin.config.resume import find_checkpoint_dir
 from kd_plugin.data.corpus_sources import check_sample_by
+from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
 from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
 from kd_plugin.losses.term import OPTIONS_KEY, WEIGHTS_KEY
 from kd_plugin.masking import MaskingConfig
+from kd_plugin.student.architectures import STUDENT_ARCHITECTURES
 from kd_plugin.student.layer_selection import LAYER_STRATEGIES
 
-# The paper's four terms keep the names of the public code's command line (alpha_ce, ...); the registry's other
-# terms are weighted under loss_weights.<term>.
-ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_cos": "cos", "alpha_mse": "mse"}
+# The paper's four terms and DistilGPT2's causal-LM term keep the names of the public code's command line
+# (alpha_ce, ..., alpha_clm); the registry's other terms are weighted under loss_weights.<term>.
+ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_clm": "clm", "alpha_cos": "cos", "alpha_mse": "mse"}
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+PAD_TOKENS = ("eos",)  # data.pad_token: what pads a tokenizer that has no pad token (null = its own)
 
 
 @dataclass(frozen=True)
 class StudentSettings:
+    architecture: str  # distilbert | same (the teacher's own class): kd_plugin.student.architectures
     n_layers: int | None  # null = half the teacher's layers
     layers: str | tuple[int, ...]  # a strategy name or explicit teacher layer indices
     fold_token_type_embedding: bool
@@ -63,6 +67,8 @@ class StudentSettings:
                 raise ConfigError("student.layers", f"unknown layer strategy {layers!r}",
                                   ", ".join(LAYER_STRATEGIES.names()) + ", or a sorted list of teacher layer indices")
         return cls(
+            architecture=values.choice(student.get("architecture", "distilbert"), "student.architecture",
+                                       STUDENT_ARCHITECTURES.names()),
             n_layers=values.integer(student.get("n_layers"), "student.n_layers", allow_none=True),
             layers=layers,
             fold_token_type_embedding=values.flag(student.get("fold_token_type_embedding"),
@@ -82,6 +88,8 @@ class DataSettings:
     text_column: str
     encoding: str  # how local .txt/.jsonl/.json files are decoded (Python codec name); utf-8 for other sources
     cache_dir: Path
+    pad_token: str | None  # null = the tokenizer's own; "eos" = pad with its end-of-text token
+    text_checks: str  # refuse | warn | off: a corpus sample the teacher's tokenizer makes garbage of (text_checks)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSettings:
@@ -96,6 +104,9 @@ class DataSettings:
             text_column=values.text(data.get("text_column"), "data.text_column", what="a column name"),
             encoding=values.text(data.get("encoding", "utf-8"), "data.encoding", what="a text encoding name"),
             cache_dir=Path(values.text(data.get("cache_dir"), "data.cache_dir", what="a directory")),
+            pad_token=None if data.get("pad_token") is None else values.choice(data.get("pad_token"),
+                                                                               "data.pad_token", PAD_TOKENS),
+            text_checks=values.choice(data.get("text_checks", "refuse"), "data.text_checks", TEXT_CHECKS),
         )
 
 
@@ -231,7 +242,7 @@ class DistillConfig:
     def from_dict(cls, cfg: Mapping[str, Any]) -> DistillConfig:
         """Parse and validate everything that needs no model (the teacher's checks: ``check_against_teacher``)."""
         return cls(
-            seed=values.integer(cfg.get("seed"), "seed", minimum=0),
+            seed=values.integer(cfg.get("seed"), "seed", minimum=0, maximum=2**32 - 1),  # numpy's seed range
             teacher=values.text(cfg.get("teacher"), "teacher", what="a catalogue name, directory or hub id"),
             student=StudentSettings.from_dict(values.block(cfg, "student", StudentSettings.__dataclass_fields__)),
             loss=mixture_declaration(cfg),

@@ -30,7 +30,7 @@ def classification_outputs(student_logits: torch.Tensor, teacher_logits: torch.T
         student_logits=student_logits.unsqueeze(1),  # (bs, 1, n_labels)
         teacher_logits=teacher_logits.unsqueeze(1),  # (bs, 1, n_labels)
         attention_mask=torch.ones(bs, 1, dtype=torch.long, device=student_logits.device),  # (bs, 1)
-        mlm_labels=torch.full((bs, 1), -100, dtype=torch.long, device=student_logits.device),  # (bs, 1)
+        labels=torch.full((bs, 1), -100, dtype=torch.long, device=student_logits.device),  # (bs, 1)
     )
 
 

@@ -10,7 +10,7 @@ The keys, beside the trainer's resumption keys (``kd_step``, ``kd_sampler``, ``k
 ``kd_plan``, ``kd_run_id``; a checkpoint with only those is *export format 1*)::
 
     kd_export_format   EXPORT_FORMAT (2): the keys below are present
-    kd_student_config  the student's DistilBertConfig.to_dict()
+    kd_student_config  the student's config.to_dict() (its model_type names the config class)
     kd_tokenizer       the tokenizer's folder: relative to the checkpoints folder ("tokenizer", saved there once
                        by save_tokenizer, so the folder can move), or absolute
     kd_card            StudentCard.to_client_state(); steps, tokens seen, run id and batch plan are taken from
@@ -19,12 +19,14 @@ The keys, beside the trainer's resumption keys (``kd_step``, ``kd_sampler``, ``k
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from kd_plugin.config.resume import LATEST
 from kd_plugin.export.model_card import StudentCard
+from kd_plugin.objectives import config_from_dict
 
 FORMAT_KEY = "kd_export_format"
 EXPORT_FORMAT = 2
@@ -140,22 +142,25 @@ class CheckpointExport:
     checkpoint_dir: Path
     tag: str
     zero_stage: int | None
-    student_config: Any  # DistilBertConfig
+    student_config: Any  # the student's PretrainedConfig (DistilBertConfig, GPT2Config, ...)
     tokenizer_dir: Path
     card: StudentCard | None
 
 
 def _student_config(source: dict[str, Any] | str | Path):
-    from transformers import DistilBertConfig
-
+    """The student's config, of the class its ``model_type`` names (DistilBERT, GPT-2, ...); checkpoints of
+    export format 2 before model families stored a DistilBertConfig, which says so itself."""
     if isinstance(source, dict):
-        return DistilBertConfig.from_dict(source)
+        return config_from_dict(source)
     path = Path(source)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
         raise CheckpointError(f"--student-config: no config file {path}")
-    return DistilBertConfig.from_json_file(path)
+    try:
+        return config_from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"--student-config: {path} is not a model config ({type(exc).__name__}: {exc})") from None
 
 
 def read_checkpoint(path: str | Path, tag: str | None = None, student_config: str | Path | None = None,

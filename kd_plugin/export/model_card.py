@@ -2,8 +2,9 @@
 
 A Hugging Face folder travels without its run: the card is what a reader of the folder (or of the Hub page)
 gets. It is written with ``huggingface_hub.ModelCard`` (offline), its metadata in the Hub's schema
-(``base_model`` = the teacher, ``pipeline_tag: fill-mask``, ``model-index`` with the held-out masked-token
-accuracy and, once a finetune run evaluated the folder, the downstream accuracies), its body in prose and tables.
+(``base_model`` = the teacher, ``pipeline_tag`` = ``fill-mask`` for a masked LM or ``text-generation`` for a
+causal LM, ``model-index`` with the held-out accuracy (masked tokens, or next tokens and perplexity) and, once a
+finetune run evaluated the folder, the downstream accuracies), its body in prose and tables.
 
 Everything the card says is one :class:`StudentCard`. The trainer stores it in every checkpoint's
 ``client_state["kd_card"]`` (:meth:`StudentCard.to_client_state`), so ``python -m kd_plugin.export`` can write
@@ -32,8 +33,17 @@ from kd_plugin.tracking.credentials import mask_url
 
 CARD_FILE = "README.md"
 METADATA_KEY = "kd_plugin"  # the card's own data in its YAML metadata (what add_downstream_results re-renders)
-TAGS = ["distillation", "distilbert", "kd_plugin"]
+TAGS = ["distillation", "kd_plugin"]
 HELD_OUT_DATASET_SPLIT = "held_out"
+# objective -> (pipeline tag, task name of the held-out score, what the score counts, example use)
+OBJECTIVE_TEXT = {
+    "masked_lm": ("fill-mask", "Masked-token prediction", "masked-token accuracy",
+                  'fill = pipeline("fill-mask", model="path/to/this/folder")\n'
+                  'fill(f"Paris is the capital of {fill.tokenizer.mask_token}.")'),
+    "causal_lm": ("text-generation", "Next-token prediction", "next-token accuracy",
+                  'generate = pipeline("text-generation", model="path/to/this/folder")\n'
+                  'generate("Paris is the capital of", max_new_tokens=20)'),
+}
 
 
 @dataclass(kw_only=True)
@@ -69,6 +79,8 @@ class StudentCard:
     n_parameters: int
     n_non_embedding_parameters: int
     teacher_n_parameters: int
+    model_class: str = "DistilBertForMaskedLM"  # the student's transformers class
+    objective: str = "masked_lm"  # masked_lm | causal_lm (what the held-out scores measure)
     run_id: int | str | None = None  # the Sacred run that distilled the student
     database: str | None = None  # where that run is saved: "<url>/<db name>", password masked
     checkpoint: str | None = None  # the DeepSpeed tag the weights were exported from
@@ -109,7 +121,17 @@ def _plain(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- metadata
 def model_name(card: StudentCard) -> str:
-    return f"{card.n_layers}-layer DistilBERT student of {Path(card.teacher).name or card.teacher}"
+    architecture = "DistilBERT" if card.model_class.startswith("DistilBert") else card.model_class
+    return f"{card.n_layers}-layer {architecture} student of {Path(card.teacher).name or card.teacher}"
+
+
+def pipeline_tag(card: StudentCard) -> str:
+    return OBJECTIVE_TEXT[card.objective][0]
+
+
+def tags(card: StudentCard) -> list[str]:
+    family = "distilbert" if card.model_class.startswith("DistilBert") else card.model_class.lower()
+    return [TAGS[0], family, *TAGS[1:]]
 
 
 def _accuracy(scores: dict[str, Any] | None, role: str) -> float | None:
@@ -118,15 +140,20 @@ def _accuracy(scores: dict[str, Any] | None, role: str) -> float | None:
 
 
 def eval_results(card: StudentCard) -> list[EvalResult]:
-    """The ``model-index`` entries: held-out masked-token accuracy (student, then teacher for comparison), then
-    the downstream test accuracies per task and their macro average."""
+    """The ``model-index`` entries: held-out accuracy (student, then teacher for comparison; a causal LM's
+    perplexity too), then the downstream test accuracies per task and their macro average."""
     results = []
-    held_out = {"task_type": "fill-mask", "task_name": "Masked-token prediction", "dataset_type": card.corpus,
+    tag, task, score, _ = OBJECTIVE_TEXT[card.objective]
+    held_out = {"task_type": tag, "task_name": task, "dataset_type": card.corpus,
                 "dataset_name": f"{card.corpus} (held-out documents)", "dataset_split": HELD_OUT_DATASET_SPLIT}
-    for role, name in (("student", "masked-token accuracy"), ("teacher", "teacher masked-token accuracy")):
+    for role, name in (("student", score), ("teacher", f"teacher {score}")):
         value = _accuracy(card.held_out, role)
         if value is not None:
             results.append(EvalResult(**held_out, metric_type="accuracy", metric_name=name, metric_value=value))
+        perplexity = ((card.held_out or {}).get(role) or {}).get("perplexity")
+        if perplexity is not None and math.isfinite(perplexity):
+            results.append(EvalResult(**held_out, metric_type="perplexity", metric_name=f"{role} perplexity"
+                                      if role == "teacher" else "perplexity", metric_value=float(perplexity)))
     downstream = card.downstream or {}
     for task, value in (downstream.get("tasks") or {}).items():
         results.append(EvalResult(task_type="text-classification", task_name="Text classification",
@@ -145,7 +172,7 @@ def card_data(card: StudentCard) -> ModelCardData:
     results = eval_results(card)
     return ModelCardData(
         base_model=card.teacher, datasets=[card.corpus], language=card.language, license=card.license,
-        library_name="transformers", pipeline_tag="fill-mask", tags=list(TAGS),
+        library_name="transformers", pipeline_tag=pipeline_tag(card), tags=tags(card),
         model_name=model_name(card) if results else None, eval_results=results or None,
         **{METADATA_KEY: card.to_client_state()},
     )
@@ -184,17 +211,22 @@ def _ratio(part: int, whole: int) -> str:
 
 
 def _held_out_table(card: StudentCard) -> str:
+    score = OBJECTIVE_TEXT[card.objective][2]
     if not card.held_out:
-        return "Held-out masked-token accuracy: not measured for this checkpoint.\n"
-    rows = ["| model | masked-token accuracy | masked tokens |", "|---|---|---|"]
+        return f"Held-out {score}: not measured for this checkpoint.\n"
+    causal = card.objective == "causal_lm"
+    rows = (["| model | next-token accuracy | perplexity | predicted tokens |", "|---|---|---|---|"] if causal else
+            ["| model | masked-token accuracy | masked tokens |", "|---|---|---|"])
     for role in ("student", "teacher"):
         scores = card.held_out.get(role)
         if scores:
-            n_masked = scores.get("n_masked")
-            rows.append(f"| {role} | {scores.get('accuracy', float('nan')):.4f} | "
-                        f"{_number(int(n_masked)) if n_masked is not None else '-'} |")
-    return (f"Held-out masked-token accuracy (documents of `{card.corpus}` kept out of training, the same masks "
-            "for both models):\n\n" + "\n".join(rows) + "\n")
+            n = scores.get("n_targets" if causal else "n_masked")
+            perplexity = f" {scores.get('perplexity', float('nan')):.2f} |" if causal else ""
+            rows.append(f"| {role} | {scores.get('accuracy', float('nan')):.4f} |{perplexity} "
+                        f"{_number(int(n)) if n is not None else '-'} |")
+    same = "every position with a real next token" if causal else "the same masks for both models"
+    return (f"Held-out {score} (documents of `{card.corpus}` kept out of training, {same}):\n\n"
+            + "\n".join(rows) + "\n")
 
 
 def _downstream_section(card: StudentCard) -> str:
@@ -232,18 +264,18 @@ def render_body(card: StudentCard) -> str:
         provenance += f" in database `{card.database}`"
     sections = [
         f"# {model_name(card)}",
-        f"A `DistilBertForMaskedLM` distilled from `{card.teacher}` on `{card.corpus}` by kd_plugin, after "
+        f"A `{card.model_class}` distilled from `{card.teacher}` on `{card.corpus}` by kd_plugin, after "
         "DistilBERT ([Sanh et al. 2019](https://arxiv.org/abs/1910.01108)): a mixture of losses against the "
         "frozen teacher (below), the student starting from a subset of the teacher's layers.",
         "## Use\n\n```python\nfrom transformers import pipeline\n\n"
-        "fill = pipeline(\"fill-mask\", model=\"path/to/this/folder\")\n"
-        "fill(f\"Paris is the capital of {fill.tokenizer.mask_token}.\")\n```",
+        f"{OBJECTIVE_TEXT[card.objective][3]}\n```",
         "## Recipe\n\n" + "\n".join([
             "| | |", "|---|---|",
             f"| temperature T | {card.temperature:g} |",
             f"| loss weights | {weights} |",
             f"| layer map | {layer_map(card)} |",
-            f"| masking | {_masking(card.masking)} |",
+            *([f"| masking | {_masking(card.masking)} |"] if card.objective == "masked_lm" else
+              ["| targets | the next token at every position (no masking) |"]),
             f"| effective batch | {card.effective_batch_size} sequences = {card.micro_batch_size} micro-batch x "
             f"{card.gradient_accumulation_steps} accumulation x {card.world_size} rank"
             f"{'' if card.world_size == 1 else 's'} |",

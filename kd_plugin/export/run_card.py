@@ -39,5 +39,7 @@ def run_card(config: DistillConfig, engine: Mapping[str, Any], student: Mapping[
         n_parameters=int(student["n_parameters"]),
         n_non_embedding_parameters=int(student["n_non_embedding_parameters"]),
         teacher_n_parameters=int(student["teacher_n_parameters"]),
+        model_class=str(student.get("model_class") or "DistilBertForMaskedLM"),
+        objective=str(student.get("objective") or "masked_lm"),
         run_id=run_id, database=database, held_out=held_out or None,
     )

@@ -32,12 +32,14 @@ from typing import Any
 from kd_plugin import validation as values
 from kd_plugin.config.optim import OptimSettings
 from kd_plugin.data.corpus_sources import check_sample_by
+from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import MaskingConfig
 from kd_plugin.preparation.recipes import BASE_RECIPE, NOT_PREPARABLE, PREPARED_TEACHERS, recipe_of
 from kd_plugin.runtime.paths import CACHE
 
-DATA_KEYS = (*BASE_RECIPE["data"], "cache_dir")  # cache_dir: where the tokenized corpus is cached (not in the key)
+# not in the key: cache_dir (where the tokenized corpus is cached), text_checks (what a garbage sample does)
+DATA_KEYS = (*BASE_RECIPE["data"], "cache_dir", "text_checks")
 OPTIM_KEYS = tuple(BASE_RECIPE["optim"])
 EVALUATION_KEYS = ("max_sequences", "batch_size", "seed")
 DEFAULT_DATASET_CACHE = CACHE / "datasets"  # the experiment's default data.cache_dir (shared with distill)
@@ -72,6 +74,7 @@ class PreparationData:
     max_documents: int | None  # null = every document
     sample_by: str
     cache_dir: Path  # tokenized-corpus cache; not part of the recipe
+    text_checks: str = "refuse"  # refuse | warn | off (kd_plugin.data.text_checks); not part of the recipe
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparationData:
@@ -87,6 +90,7 @@ class PreparationData:
             sample_by=check_sample_by(data["sample_by"]),
             cache_dir=Path(values.text(data.get("cache_dir", str(DEFAULT_DATASET_CACHE)), "data.cache_dir",
                                        what="a directory")),
+            text_checks=values.choice(data.get("text_checks", "refuse"), "data.text_checks", TEXT_CHECKS),
         )
 
 

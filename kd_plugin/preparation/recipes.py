@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
-from kd_plugin.runtime.paths import CACHE
+from kd_plugin.runtime.paths import TEACHER_CACHE_ENV, teacher_cache_root
 
-CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
+CACHE_ENV = TEACHER_CACHE_ENV  # overrides <project>/.cache/teachers (tests use a temporary directory)
 RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
 FORMAT_VERSION = 3  # bump when the preparation code changes what a recipe produces
 # (2: hashed held-out split; 3: the distillation engine's optimizer groups and schedule, kd_plugin.optimization)
@@ -135,10 +135,7 @@ def preparation_key(recipe: Mapping[str, Any], corpus_fingerprint: str, teacher_
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def default_cache_root() -> Path:
-    """``$KD_TEACHER_CACHE`` if set, else ``<project>/.cache/teachers``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else CACHE / "teachers"
+default_cache_root = teacher_cache_root  # $KD_TEACHER_CACHE, else <project>/.cache/teachers
 
 
 def prepared_dir_name(teacher: str, key: str) -> str:

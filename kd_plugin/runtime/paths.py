@@ -8,6 +8,7 @@ variables, read by the modules that own them (``KD_DB_DIR``, ``KD_RUNS_DIR``, ``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds kd_plugin/, experiments/, ds_configs/
@@ -16,3 +17,11 @@ CACHE = PROJECT_ROOT / ".cache"
 OUTPUTS = PROJECT_ROOT / "outputs"
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 SECANTUS_VENV = PROJECT_ROOT / ".venv-secantus"
+
+TEACHER_CACHE_ENV = "KD_TEACHER_CACHE"  # overrides <project>/.cache/teachers (tests use a temporary directory)
+
+
+def teacher_cache_root() -> Path:
+    """Prepared and converted teachers: ``$KD_TEACHER_CACHE`` if set, else ``<project>/.cache/teachers``."""
+    env = os.environ.get(TEACHER_CACHE_ENV)
+    return Path(env).expanduser() if env else CACHE / "teachers"

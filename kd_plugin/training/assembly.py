@@ -80,12 +80,13 @@ def assemble(config: DistillConfig, launch: LaunchInfo, plan: BatchPlan, info: d
     info["ranks"] = distributed.gather(describe_process(launch))  # every process: node rank, host
     output_dir = output_dir_of(config)
     if launch.is_main:
-        hold_output_dir(output_dir)  # one run per folder; also proves it is writable
+        # one run per folder (none over an earlier run's results unless resuming it); also proves it is writable
+        hold_output_dir(output_dir, resume=config.run.resume).record(run_id=run_id)
     checkpoint_dir = output_dir / "checkpoints"
     device = torch.device("cuda", launch.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     timer = PhaseTimer(config.performance.profile_phases, device)
     models = build_models(config, timer)
-    data = build_data(config, models.tokenizer, plan, launch.rank, device, distributed.barrier)
+    data = build_data(config, models.tokenizer, models.objective, plan, launch.rank, device, distributed.barrier)
     engine = build_engine(models.module, config, plan, data.total_steps, output_dir)
     device = timer.device = engine.device
     corpus = data.corpus

@@ -1,13 +1,15 @@
-"""The trainer's data stream: length-grouped, dynamically masked micro-batches, prepared ahead of the model.
+"""The trainer's data stream: length-grouped micro-batches with their targets, prepared ahead of the model.
 
-A micro-batch is a pure function of its place in the data order (epoch, this rank's batch index): the sampler
-fixes the sequences, ``batch_generator(seed, epoch, global_index)`` the mask. So batches can be prepared by a
+The targets come from the teacher's objective (:mod:`kd_plugin.objectives`): a fresh dynamic mask per batch for
+a masked LM, the next tokens for a causal LM. A micro-batch is a pure function of its place in the data order
+(epoch, this rank's batch index): the sampler fixes the sequences, ``batch_generator(seed, epoch, global_index)``
+the mask. So batches can be prepared by a
 background thread while the model computes (``performance.prefetch_batches``), pinned for asynchronous copies
 to the GPU, and a resumed run or a run on more ranks still sees exactly the batches and masks of an
 uninterrupted one-rank run. What a checkpoint records is the position of the last batch the *loop consumed*
 (``MicroBatch.position``), never the sampler's own state, which runs ahead.
 
-Each batch also carries, computed on the host, the flat indices of its real tokens and of its masked positions
+Each batch also carries, computed on the host, the flat indices of its real tokens and of its target positions
 (and their counts as Python ints), so nothing downstream needs a device-to-host synchronisation to select rows
 or count tokens.
 """
@@ -32,7 +34,8 @@ from kd_plugin.data import (
     collate_batch,
     load_corpus,
 )
-from kd_plugin.masking import IGNORE_INDEX, DynamicMasker
+from kd_plugin.masking import IGNORE_INDEX
+from kd_plugin.objectives import Objective, TargetMaker
 
 
 def batch_generator(seed: int, epoch: int, global_index: int) -> torch.Generator:
@@ -55,29 +58,29 @@ class BatchPosition:
 
 @dataclass(frozen=True)
 class MicroBatch:
-    input_ids: torch.Tensor  # (bs, seq_len), after masking
+    input_ids: torch.Tensor  # (bs, seq_len), after masking (masked LM)
     attention_mask: torch.Tensor  # (bs, seq_len)
-    labels: torch.Tensor  # (bs, seq_len), -100 where not masked
+    labels: torch.Tensor  # (bs, seq_len), the target id (masked / next token), -100 where there is none
     token_rows: torch.Tensor  # (n_tokens,) flat indices of real tokens in bs * seq_len
-    masked_rows: torch.Tensor  # (n_masked,) flat indices of masked positions
+    target_rows: torch.Tensor  # (n_targets,) flat indices of positions with a target
     n_tokens: int
-    n_masked: int
+    n_targets: int
     position: BatchPosition
 
     def to(self, device: torch.device, non_blocking: bool = False) -> MicroBatch:
         """On ``device``; ``non_blocking`` copies overlap compute when the host tensors are pinned."""
         move = {name: getattr(self, name).to(device, non_blocking=non_blocking)
-                for name in ("input_ids", "attention_mask", "labels", "token_rows", "masked_rows")}
+                for name in ("input_ids", "attention_mask", "labels", "token_rows", "target_rows")}
         return replace(self, **move)
 
 
-class MaskedBatchMaker:
-    """Position + sequence indices -> a padded, masked MicroBatch on the host (optionally pinned)."""
+class BatchMaker:
+    """Position + sequence indices -> a padded MicroBatch with its targets, on the host (optionally pinned)."""
 
-    def __init__(self, sequences: Dataset, masker: DynamicMasker, seed: int, pad_token_id: int,
+    def __init__(self, sequences: Dataset, targets: TargetMaker, seed: int, pad_token_id: int,
                  pad_to_multiple_of: int = 1, pin_memory: bool = False):
         self.sequences = sequences
-        self.masker = masker
+        self.targets = targets
         self.seed = seed
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -87,13 +90,13 @@ class MaskedBatchMaker:
         examples = [{"input_ids": ids} for ids in self.sequences[indices]["input_ids"]]
         batch = collate_batch(examples, self.pad_token_id, self.pad_to_multiple_of)
         generator = batch_generator(self.seed, position.epoch, position.global_index)
-        input_ids, labels = self.masker.mask(batch["input_ids"], batch["attention_mask"], generator)
+        input_ids, labels = self.targets.make(batch["input_ids"], batch["attention_mask"], generator)
         token_rows = batch["attention_mask"].flatten().nonzero().squeeze(1)  # (n_tokens,)
-        masked_rows = labels.flatten().ne(IGNORE_INDEX).nonzero().squeeze(1)  # (n_masked,)
-        tensors = [input_ids, batch["attention_mask"], labels, token_rows, masked_rows]
+        target_rows = labels.flatten().ne(IGNORE_INDEX).nonzero().squeeze(1)  # (n_targets,)
+        tensors = [input_ids, batch["attention_mask"], labels, token_rows, target_rows]
         if self.pin_memory:
             tensors = [t.pin_memory() for t in tensors]
-        return MicroBatch(*tensors, n_tokens=len(token_rows), n_masked=len(masked_rows), position=position)
+        return MicroBatch(*tensors, n_tokens=len(token_rows), n_targets=len(target_rows), position=position)
 
 
 class _Failure:
@@ -109,7 +112,7 @@ class BatchStream:
     loop. ``prefetch == 0``: each batch is made when asked for. Both give the same batches in the same order.
     """
 
-    def __init__(self, sampler: LengthGroupedBatchSampler, maker: MaskedBatchMaker, rank: int, world_size: int,
+    def __init__(self, sampler: LengthGroupedBatchSampler, maker: BatchMaker, rank: int, world_size: int,
                  prefetch: int = 0):
         self.sampler = sampler
         self.maker = maker
@@ -178,13 +181,14 @@ class DataPlan:
 
     corpus: TokenizedCorpus
     sampler: LengthGroupedBatchSampler
-    maker: MaskedBatchMaker
+    maker: BatchMaker
     total_steps: int
 
 
-def build_data(config: DistillConfig, tokenizer, plan: BatchPlan, rank: int, device: torch.device,
-               barrier: Callable[[], None]) -> DataPlan:
-    """Corpus -> cached tokenized sequences -> length-grouped sampler and masked batch maker for this rank.
+def build_data(config: DistillConfig, tokenizer, objective: Objective, plan: BatchPlan, rank: int,
+               device: torch.device, barrier: Callable[[], None]) -> DataPlan:
+    """Corpus -> cached tokenized sequences -> length-grouped sampler and batch maker (with the objective's
+    targets) for this rank.
 
     Rank 0 tokenizes and fills the cache while the other ranks wait at ``barrier``, then they open it.
     """
@@ -198,12 +202,10 @@ def build_data(config: DistillConfig, tokenizer, plan: BatchPlan, rank: int, dev
     corpus = build_tokenized_corpus(documents, tokenizer, data.max_seq_length, data.cache_dir, data.held_out_fraction)
     if rank == 0:
         barrier()
-    masker = DynamicMasker(config.masking, vocab_size=len(tokenizer), mask_token_id=tokenizer.mask_token_id,
-                           pad_token_id=tokenizer.pad_token_id, special_token_ids=tokenizer.all_special_ids,
-                           token_counts=corpus.token_counts)
+    targets = objective.targets(config.masking, tokenizer, corpus.token_counts)
     sampler = LengthGroupedBatchSampler(corpus.lengths("train"), plan.micro_batch_size, seed=config.seed,
                                         num_replicas=plan.world_size, rank=rank)
-    maker = MaskedBatchMaker(corpus.train, masker, config.seed, tokenizer.pad_token_id,
+    maker = BatchMaker(corpus.train, targets, config.seed, tokenizer.pad_token_id,
                              pad_to_multiple_of=performance.pad_to_multiple_of or (8 if cuda else 1),
                              pin_memory=cuda if performance.pin_memory == "auto" else performance.pin_memory == "true")
     run = config.run

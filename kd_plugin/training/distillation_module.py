@@ -33,11 +33,11 @@ class DistillationModule(nn.Module):
         object.__setattr__(self, "timer", timer or PhaseTimer(enabled=False))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                token_rows: torch.Tensor | None = None, masked_rows: torch.Tensor | None = None
+                token_rows: torch.Tensor | None = None, target_rows: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
         """``{"loss_<term>": weighted term, ..., "loss": total}``, each a scalar tensor on the device.
 
-        input_ids, attention_mask, labels: (bs, seq_len); token_rows (n_tokens,), masked_rows (n_masked,): flat
+        input_ids, attention_mask, labels: (bs, seq_len); token_rows (n_tokens,), target_rows (n_targets,): flat
         row indices from the data stream (computed from the masks when not given).
         """
         hidden = "hidden_states" in self.mixture.needs
@@ -52,13 +52,13 @@ class DistillationModule(nn.Module):
             student_logits=s_out.logits,  # (bs, seq_len, voc_size)
             teacher_logits=t_out.logits,  # (bs, seq_len, voc_size)
             attention_mask=attention_mask,
-            mlm_labels=labels,
+            labels=labels,
             student_hidden_states=s_out.hidden_states if hidden else None,
             teacher_hidden_states=t_out.hidden_states if hidden else None,
             student_attentions=s_out.attentions if attentions else None,
             teacher_attentions=t_out.attentions if attentions else None,
             token_rows=token_rows,
-            masked_rows=masked_rows,
+            target_rows=target_rows,
             logit_chunk_rows=self.logit_chunk_rows,
         )
         with self.timer.phase("loss"):

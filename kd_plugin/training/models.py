@@ -16,12 +16,16 @@ from transformers import PreTrainedModel
 
 import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in the catalogue)
 from kd_plugin.config import DistillConfig
+from kd_plugin.data.padding import set_pad_token
+from kd_plugin.families import family_of, n_layers_of
 from kd_plugin.losses import LOSS_TERMS, LossMixture, ModelDims
+from kd_plugin.objectives import OBJECTIVES, Objective
 from kd_plugin.student import ModelRequirements, StudentSummary, build_student
 from kd_plugin.student.dropout import set_dropout
 from kd_plugin.student.requirements import apply_to_student
 from kd_plugin.teacher_catalogue import TeacherSource, load_teacher, resolve_teacher
 from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
+from kd_plugin.training.divergence import check_finite_weights
 from kd_plugin.training.phase_timer import PhaseTimer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,6 +39,7 @@ class Models:
     student_summary: StudentSummary
     module: DistillationModule  # student + mixture: what the engine trains
     requirements: ModelRequirements
+    objective: Objective  # the teacher's (and student's) objective: what the batches' targets are
 
 
 def requirements_of(config: DistillConfig) -> ModelRequirements:
@@ -43,13 +48,15 @@ def requirements_of(config: DistillConfig) -> ModelRequirements:
 
 
 def model_dims(student: PreTrainedModel, teacher: PreTrainedModel) -> ModelDims:
+    # hidden_size, num_hidden_layers, num_attention_heads: transformers maps them onto every family's own names
     return ModelDims(
-        student_hidden_size=student.config.dim,
+        student_hidden_size=student.config.hidden_size,
         teacher_hidden_size=teacher.config.hidden_size,
-        student_layers=student.config.n_layers,
-        teacher_layers=teacher.config.num_hidden_layers,
-        student_heads=student.config.n_heads,
+        student_layers=n_layers_of(student.config),
+        teacher_layers=n_layers_of(teacher.config),
+        student_heads=student.config.num_attention_heads,
         teacher_heads=teacher.config.num_attention_heads,
+        objective=family_of(teacher.config).objective,
     )
 
 
@@ -57,9 +64,12 @@ def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Mode
     requirements = requirements_of(config)
     source = resolve_teacher(config.teacher)
     teacher, tokenizer = load_teacher(source, seed=config.seed, attn_implementation=requirements.attn_implementation)
+    check_finite_weights(teacher, "teacher", f"the teacher {config.teacher!r}")  # before any engine is built
+    set_pad_token(tokenizer, config.data.pad_token, teacher)
     student, summary = build_student(teacher, config.student.layers, config.student.n_layers,
                                      fold_token_type_embedding=config.student.fold_token_type_embedding,
-                                     seed=config.seed, requirements=requirements)
+                                     seed=config.seed, requirements=requirements,
+                                     architecture=config.student.architecture)
     if config.student.dropout is not None:
         set_dropout(student, config.student.dropout)
         apply_to_student(student, requirements)  # attention dropout stays off where a term compares attentions
@@ -71,4 +81,4 @@ def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Mode
         student.forward = torch.compile(student.forward)
         teacher.forward = torch.compile(teacher.forward)
     module = DistillationModule(student, mixture, teacher, config.performance.logit_chunk_rows, timer)
-    return Models(teacher, tokenizer, source, summary, module, requirements)
+    return Models(teacher, tokenizer, source, summary, module, requirements, OBJECTIVES.get(summary.objective))

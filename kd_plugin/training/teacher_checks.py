@@ -4,29 +4,36 @@ Only the teacher's ``config.json`` is read (a prepared catalogue teacher has its
 :func:`kd_plugin.teacher_catalogue.architecture_source`, so checking it never triggers the preparation). Hub
 ids cannot be read offline; they are checked after loading. Checked here: the layer selection against the
 teacher's depth, and every loss term against both models' widths, depths and heads (layer pairs,
-projections, options).
+projections, options); ``data.max_seq_length`` against the teacher's positions and its tokenizer against its
+vocabulary (an index past either table fails only at the first forward pass); the cache folder a prepared
+teacher that is not cached yet will be written to.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, BertConfig, PretrainedConfig
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in the catalogue)
 from kd_plugin.config import DistillConfig
+from kd_plugin.data.padding import check_pad_token
 from kd_plugin.errors import ConfigError
+from kd_plugin.families import family_of, n_layers_of
 from kd_plugin.losses import LossMixture, ModelDims
-from kd_plugin.student.build import SUPPORTED_TEACHERS
+from kd_plugin.objectives import objective_of
+from kd_plugin.preparation.recipes import CACHE_ENV, PREPARED_TEACHERS, default_cache_root
+from kd_plugin.runtime.writable import check_writable_dir
+from kd_plugin.student.architectures import check_architecture
 from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
-from kd_plugin.teacher_catalogue import RANDOM_TINY_CONFIG, TEACHERS, architecture_source
+from kd_plugin.teacher_catalogue import TEACHERS, architecture_source
 
 
 def teacher_architecture(name: str) -> PretrainedConfig | None:
     """The teacher's model config (no weights), or None for a hub id (checked once downloaded)."""
     source = architecture_source(name)
-    if source.name == "random-tiny":
-        return BertConfig(**RANDOM_TINY_CONFIG)
+    if source.is_random:
+        return source.random_architecture()
     if name in TEACHERS or Path(source.path).expanduser().is_dir():
         try:
             return AutoConfig.from_pretrained(source.path)
@@ -41,10 +48,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def check_teacher_directory(name: str, teacher: PretrainedConfig) -> None:
-    """A BERT-family masked LM with weights: what the student builder can copy from."""
-    if teacher.model_type not in SUPPORTED_TEACHERS:
-        raise ConfigError("teacher", f"{name!r} is a {teacher.model_type!r} model, not a BERT-family masked LM",
-                          f"a masked-LM directory of model type {', '.join(SUPPORTED_TEACHERS)}")
+    """A model of a family with an adapter (:mod:`kd_plugin.families`), with weights."""
+    family_of(teacher)  # a model type without an adapter: one error naming the supported families
     source = architecture_source(name)
     directory = Path(source.path).expanduser()
     if name not in TEACHERS and directory.is_dir() and not any((directory / f).is_file() for f in WEIGHT_FILES):
@@ -52,12 +57,22 @@ def check_teacher_directory(name: str, teacher: PretrainedConfig) -> None:
                           f"a model directory with one of {', '.join(WEIGHT_FILES)}")
 
 
+def check_prepared_teacher_cache(name: str) -> None:
+    """A prepared catalogue teacher is prepared (then cached) by the run that first needs it: its cache folder
+    (``$KD_TEACHER_CACHE``) must be a folder that can be written, or the run would stop after minutes."""
+    root = default_cache_root()
+    if name in PREPARED_TEACHERS and not root.is_dir():
+        check_writable_dir(root, CACHE_ENV)
+
+
 def check_against_teacher(config: DistillConfig) -> None:
+    check_prepared_teacher_cache(config.teacher)
     teacher = teacher_architecture(config.teacher)
     if teacher is None:
         return
     check_teacher_directory(config.teacher, teacher)
-    n_teacher = teacher.num_hidden_layers
+    check_architecture(config.student.architecture, teacher)
+    n_teacher = n_layers_of(teacher)
     copied = select_layers(config.student.layers, config.student.n_layers, n_teacher)
     n_student = len(copied) if copied else resolve_n_layers(config.student.n_layers, n_teacher)
     dims = ModelDims(
@@ -67,5 +82,42 @@ def check_against_teacher(config: DistillConfig) -> None:
         teacher_layers=n_teacher,
         student_heads=teacher.num_attention_heads,
         teacher_heads=teacher.num_attention_heads,
+        objective=family_of(teacher).objective,
     )
-    LossMixture(config.loss, dims)  # layer pairs, projections, options
+    LossMixture(config.loss, dims)  # layer pairs, projections, options; terms the objective cannot use
+    check_teacher_tokenizer(config, teacher)
+
+
+def check_teacher_tokenizer(config: DistillConfig, teacher: PretrainedConfig) -> None:
+    """What the objective needs of the tokenizer: a pad token (or ``data.pad_token``), a [MASK] for masked LMs."""
+    tokenizer = AutoTokenizer.from_pretrained(architecture_source(config.teacher).path)
+    check_pad_token(tokenizer, config.data.pad_token, config.teacher)
+    objective = objective_of(teacher)
+    if objective.needs_mask_token and tokenizer.mask_token_id is None:
+        raise ConfigError("teacher", f"the tokenizer of {config.teacher!r} has no mask token, which {objective.name} "
+                          "training needs", "a masked-LM teacher whose tokenizer has a mask token")
+    check_teacher_capacity(config, teacher, len(tokenizer))
+
+
+def usable_positions(teacher: PretrainedConfig) -> int | None:
+    """How many tokens one sequence may have: the position embeddings, less RoBERTa's offset (its positions are
+    numbered from ``padding_idx + 1``); None for a config without a position limit."""
+    positions = getattr(teacher, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if family_of(teacher).name == "roberta":
+        positions -= (teacher.pad_token_id or 0) + 1
+    return positions
+
+
+def check_teacher_capacity(config: DistillConfig, teacher: PretrainedConfig, n_tokens: int) -> None:
+    """Sequences fit the teacher's positions and every token id has an embedding row (an index past the table
+    would stop the run at the first forward pass, after the corpus was tokenized)."""
+    positions = usable_positions(teacher)
+    if positions is not None and config.data.max_seq_length > positions:
+        raise ConfigError("data.max_seq_length", f"{config.data.max_seq_length} is more than the teacher "
+                          f"{config.teacher!r} has positions for ({positions})", f"an integer in 8..{positions}")
+    if n_tokens > teacher.vocab_size:
+        raise ConfigError("teacher", f"the tokenizer of {config.teacher!r} has {n_tokens} tokens, its model only "
+                          f"{teacher.vocab_size} embedding rows (vocab_size)", "a model directory whose tokenizer "
+                          "and config.json belong together (len(tokenizer) <= vocab_size)")

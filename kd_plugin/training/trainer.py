@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kd_plugin.config import DistillConfig
+from kd_plugin.evaluation.held_out import RESULT_KEYS
 from kd_plugin.runtime import ensure_launch_env
 from kd_plugin.training import checkpointing, distributed, monitor
 from kd_plugin.training.assembly import assemble
@@ -34,6 +35,7 @@ from kd_plugin.training.callbacks import (
     default_callbacks,
     truncate_metrics,
 )
+from kd_plugin.training.divergence import DivergenceWatch
 from kd_plugin.training.finish import export_and_evaluate
 from kd_plugin.training.interruption import StopRequest, TrainingInterrupted
 from kd_plugin.training.step_metrics import AccumulationWindow, Throughput
@@ -74,6 +76,9 @@ class DistillationTrainer:
         self.card, self.checkpoints, self.total_steps = parts.card, parts.checkpoints, parts.data.total_steps
         if self.config.run.resume is not None:
             self._resume(self.config.run.resume)
+        # non-finite losses, skipped steps or weights stop the run (after a resume: the restored skip count)
+        self.watch = DivergenceWatch(self.total_steps, self.checkpoint_dir, self.state.step,
+                                     self.engine.engine.skipped_steps)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
@@ -117,7 +122,7 @@ class DistillationTrainer:
                     with timer.phase("data"):
                         batch = next(stream).to(self.device, non_blocking=non_blocking)
                     losses = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                    labels=batch.labels, token_rows=batch.token_rows, masked_rows=batch.masked_rows)
+                                    labels=batch.labels, token_rows=batch.token_rows, target_rows=batch.target_rows)
                     with timer.phase("backward"):
                         engine.backward(losses["loss"])
                     window.add(losses)
@@ -128,6 +133,11 @@ class DistillationTrainer:
                 state.step += 1
                 timer.step_done()
                 yield StepReport(state.step, self.total_steps, self._metrics_if_logged(window, throughput, lr))
+        except Exception as err:  # DeepSpeed's fp16 scaler gives up at its minimum scale: that is divergence too
+            diverged = self.watch.from_engine_error(err, state.step + 1)
+            if diverged is None:
+                raise
+            raise diverged from err
         finally:
             stream.close()  # the thread ran ahead: continue from the last batch the loop consumed
             if state.position is not None:
@@ -143,7 +153,10 @@ class DistillationTrainer:
         state.tokens_seen += tokens
         state.pending_tokens = 0
         state.last_loss = means["loss"]
-        grad_norm = self.engine.engine.get_global_grad_norm()
+        engine = self.engine.engine
+        self.watch.check(state.step, means, engine.skipped_steps, engine.optimizer,
+                         final=state.step == self.stop_step(), log_every=self.config.run.log_every)
+        grad_norm = engine.get_global_grad_norm()
         return dict(means, lr=float(lr), grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
                     tokens_per_second=throughput.rate(tokens))
 
@@ -170,6 +183,7 @@ class DistillationTrainer:
         finally:
             for callback in callbacks:
                 callback.close()
+        self.watch.check_weights(self.state.step, self.models.module.student)  # no NaN checkpoint, no NaN export
         self.save_checkpoint()
 
     # ------------------------------------------------------------------ the whole run
@@ -192,6 +206,7 @@ class DistillationTrainer:
         return {
             "steps": self.state.step, "tokens_seen": self.state.tokens_seen, "final_loss": self.state.last_loss,
             "finished": self.state.step >= self.total_steps, "student_dir": self.info["student_dir"],
-            "student": self.models.student_summary.to_dict(), "held_out_mlm": held_out,
+            "student": self.models.student_summary.to_dict(),
+            RESULT_KEYS[self.models.objective.name]: held_out,
             "teacher": self.models.teacher_source.name, "wall_seconds": time.perf_counter() - started,
         }
