@@ -41,7 +41,9 @@ echo "[setup] creating/updating .venv-secantus (SecantusDB MongoDB-wire server)"
 
 echo "[setup] building DeepSpeed's CPU kernels once (fused Adam, CPU Adam, shared-memory comm; cached by torch)"
 # With the venv's ninja, as every run uses (kd_plugin.runtime.tools): two ninja versions rebuild each other's ops.
-PATH="$PWD/.venv/bin:$PATH" .venv/bin/python - <<'PY' 2>&1 | grep -v -E "Setting accelerator|^\[20" || true
+# Into the environment's own op cache (.venv/torch-extensions, as kd_plugin.runtime.tools sets for every run):
+# a second checkout or venv on this machine then never rebuilds this one's ops.
+TORCH_EXTENSIONS_DIR="$PWD/.venv/torch-extensions" PATH="$PWD/.venv/bin:$PATH" .venv/bin/python - <<'PY' 2>&1 | grep -v -E "Setting accelerator|^\[20" || true
 from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, FusedAdamBuilder, ShareMemCommBuilder
 for builder in (FusedAdamBuilder(), CPUAdamBuilder(), ShareMemCommBuilder()):
     builder.load(verbose=False)

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PATH="$PWD/.venv/bin:$PATH"  # one ninja for every DeepSpeed op build (kd_plugin/runtime/tools.py)
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.venv/torch-extensions}"  # the ops setup built
 PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 LOG=$(mktemp -t kd-test-secantus.XXXXXX.log)
 .venv-secantus/bin/secantusd-py --host 127.0.0.1 --port "$PORT" --storage-path :memory: >"$LOG" 2>&1 &

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,27 @@ def test_tools_come_from_the_interpreters_environment(monkeypatch):
     assert os.environ["PATH"].split(os.pathsep).count(str(bin_dir)) == 1
     if (bin_dir / "ninja").exists():
         assert shutil.which("ninja") == str(bin_dir / "ninja")
+
+
+def test_each_environment_builds_deepspeeds_ops_into_its_own_cache(tmp_path):
+    """Two environments on one machine must not share torch's op cache (each would rebuild the other's ops):
+    a process of this environment that was given no TORCH_EXTENSIONS_DIR builds under <venv>/torch-extensions,
+    as torch itself resolves it, and a folder the user chose is kept."""
+    import subprocess
+    import sys
+
+    from kd_plugin.runtime.tools import environment_extensions_dir
+
+    assert environment_extensions_dir("/envs/a") != environment_extensions_dir("/envs/b")
+    probe = ("from kd_plugin.runtime.launch import ensure_launch_env; ensure_launch_env(); "
+             "from torch.utils.cpp_extension import _get_build_directory; "
+             "print(_get_build_directory('fused_adam', verbose=False))")
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    built = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert built.stdout.strip() == str(Path(sys.prefix) / "torch-extensions" / "fused_adam")
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "mine")
+    built = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert built.stdout.strip() == str(tmp_path / "mine" / "fused_adam")
 
 
 def test_without_a_bar_each_log_point_is_one_progress_line_with_the_time_left(caplog):
