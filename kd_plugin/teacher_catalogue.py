@@ -118,12 +118,19 @@ def _random_tiny_gpt2() -> TeacherSource:
                              n_head=2, bos_token_id=101, eos_token_id=102, pad_token_id=0))
 
 
+PREPARED_SUFFIX = "-prepared"  # catalogue names of teachers prepared once (kd_plugin.preparation), never hub ids
+
+
 def resolve_teacher(name_or_path: str) -> TeacherSource:
     if name_or_path in TEACHERS:
         return TEACHERS.get(name_or_path)()
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return TeacherSource(str(path), str(path))
+    if name_or_path.endswith(PREPARED_SUFFIX):  # a catalogue name, misspelt or of a base without a recipe
+        raise ConfigError("teacher", f"{name_or_path!r} is not a prepared teacher of the catalogue",
+                          ", ".join(n for n in TEACHERS.names() if n.endswith(PREPARED_SUFFIX))
+                          or "the prepared teachers of kd_plugin.preparation")
     if path.exists() or name_or_path.startswith((".", "/", "~")):
         raise ConfigError("teacher", f"{name_or_path!r} is not a model directory",
                           f"{', '.join(TEACHERS.names())}, a local model directory, or a hub id when online")

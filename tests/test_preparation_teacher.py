@@ -208,11 +208,37 @@ def test_bad_config_names_the_key_before_any_compute(override, key, tmp_path, mo
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("teacher", ["bert-tiny-prepared", "random-tiny", ""])
-def test_bad_teacher_is_rejected(teacher):
+@pytest.mark.parametrize(("teacher", "says"), [
+    ("bert-tiny-prepared", "already a prepared teacher"), ("random-tiny", "random weights"),
+    ("random-tiny-gpt2", "random weights"), ("", "''"),
+])
+def test_bad_teacher_is_rejected(teacher, says):
     with pytest.raises(ConfigError) as err:
         PreparationConfig.from_dict({"teacher": teacher, **recipe_for("bert-tiny")})
-    assert err.value.key == "teacher"
+    assert err.value.key == "teacher" and says in str(err.value)
+
+
+def test_a_causal_lm_is_not_prepared(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kd_plugin.preparation.preparation_config import _check_teacher
+    from kd_plugin.teacher_catalogue import TEACHERS, TeacherSource
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "gpt2")
+    TEACHERS.register("test-causal")(lambda: TeacherSource("test-causal", str(tmp_path / "gpt2")))
+    try:
+        with pytest.raises(ConfigError, match="teacher: 'test-causal' is a causal LM: preparation fits a masked-LM"):
+            _check_teacher("test-causal")
+    finally:
+        TEACHERS._items.pop("test-causal", None)
+
+
+def test_an_unknown_prepared_name_is_refused_never_taken_for_a_hub_id():
+    from kd_plugin.teacher_catalogue import resolve_teacher
+
+    with pytest.raises(ConfigError, match=r"teacher: 'bert-small-prepared' is not a prepared teacher of the "
+                                          r"catalogue; allowed: .*bert-tiny-prepared"):
+        resolve_teacher("bert-small-prepared")
 
 
 @pytest.mark.parametrize(

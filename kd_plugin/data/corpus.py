@@ -63,8 +63,8 @@ def _labelled(texts: list[str], labels: list[str], doc_ids: list[str]) -> Datase
 
 # The wiki_topics evaluation (kd_plugin.downstream.tasks) must only see articles the student was not distilled on.
 # An article is held out when it has a real topic and a salted sha256 of its title falls below this fraction:
-# deterministic, independent of file order and of the distillation run's own held-out split (a seeded
-# permutation), and the same on every machine. "Uncategorized" (1,000 articles) is not a topic but a catch-all
+# deterministic, independent of file order and of the distillation run's own held-out split (a hash of each
+# document's text against data.held_out_fraction), and the same on every machine. "Uncategorized" (1,000 articles) is not a topic but a catch-all
 # bucket of broad articles that belong under the other topics (France, Moon, Jazz, Algorithm, Oxygen, ...):
 # it is not an evaluation class, so its articles all stay in the distillation corpus. Hence 12 labels in
 # ``wiki_leads`` but an 11-way ``wiki_leads_eval`` (1,332 articles; 8,701 left for distillation).

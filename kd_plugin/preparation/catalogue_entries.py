@@ -10,11 +10,6 @@ from kd_plugin.preparation.cache import ensure_prepared, read_record
 from kd_plugin.preparation.recipes import PREPARED_TEACHERS
 from kd_plugin.teacher_catalogue import TEACHERS, TeacherSource, register_derived
 
-DESCRIPTIONS = {
-    "bert-tiny-prepared": "bert-tiny with its MLM head and encoder trained on the corpus (prepared once, then cached)",
-    "minilm-l6-prepared": "minilm-l6 with a fresh MLM head trained, then the whole model (~48 CPU-min once, then cached)",
-}
-
 
 def prepared_source(name: str) -> TeacherSource:
     base = PREPARED_TEACHERS[name]

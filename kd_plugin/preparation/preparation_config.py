@@ -35,8 +35,9 @@ from kd_plugin.data.corpus_sources import check_sample_by
 from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import MaskingConfig
-from kd_plugin.preparation.recipes import BASE_RECIPE, NOT_PREPARABLE, PREPARED_TEACHERS, recipe_of
+from kd_plugin.preparation.recipes import BASE_RECIPE, PREPARED_TEACHERS, recipe_of
 from kd_plugin.runtime.paths import CACHE
+from kd_plugin.teacher_catalogue import TEACHERS
 
 # not in the key: cache_dir (where the tokenized corpus is cached), text_checks (what a garbage sample does)
 DATA_KEYS = (*BASE_RECIPE["data"], "cache_dir", "text_checks")
@@ -45,15 +46,28 @@ EVALUATION_KEYS = ("max_sequences", "batch_size", "seed")
 DEFAULT_DATASET_CACHE = CACHE / "datasets"  # the experiment's default data.cache_dir (shared with distill)
 
 
+def _is_masked_lm(path: str) -> bool:
+    from transformers import AutoConfig
+
+    from kd_plugin.families import family_of
+    return family_of(AutoConfig.from_pretrained(path)).objective == "masked_lm"
+
+
 def _check_teacher(teacher: Any) -> str:
     if not isinstance(teacher, str) or not teacher:
         raise ConfigError("teacher", f"{teacher!r}", "bert-tiny, minilm-l6, or a local BERT directory")
     if teacher in PREPARED_TEACHERS:
         raise ConfigError("teacher", f"{teacher!r} is already a prepared teacher",
                           f"its base teacher {PREPARED_TEACHERS[teacher]!r}, or another base teacher")
-    if teacher in NOT_PREPARABLE:
-        raise ConfigError("teacher", f"{teacher!r}: {NOT_PREPARABLE[teacher]}",
-                          "bert-tiny, minilm-l6, a local BERT directory")
+    if teacher in TEACHERS:
+        source = TEACHERS.get(teacher)()
+        if source.is_random:
+            raise ConfigError("teacher", f"{teacher!r}: random weights, nothing to prepare",
+                              "bert-tiny, minilm-l6, a local BERT directory")
+        if not _is_masked_lm(source.path):
+            raise ConfigError("teacher", f"{teacher!r} is a causal LM: preparation fits a masked-LM head, and a "
+                              "causal LM is distilled as it is (`with causal_lm`)", "bert-tiny, minilm-l6, a local "
+                              "BERT directory")
     return teacher
 
 

@@ -74,7 +74,6 @@ SMOKE: dict[str, Any] = {
 
 # catalogue name of the prepared teacher -> base teacher
 PREPARED_TEACHERS = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}
-NOT_PREPARABLE = {"random-tiny": "random weights: nothing to prepare"}
 
 
 def deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
