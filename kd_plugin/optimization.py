@@ -16,19 +16,19 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-# Parameter-name endings spared weight decay, per rule (kd_plugin.config.optim.NO_DECAY_RULES):
-# "layer_norms": biases and every layer-norm weight, whatever the architecture calls it (BERT's LayerNorm,
-# DistilBERT's sa_layer_norm / output_layer_norm / vocab_layer_norm, RoBERTa's layer_norm);
-# "original": the public distiller.py's list, which a DistilBERT student matches only at embeddings.LayerNorm.
-NO_DECAY = {
-    "layer_norms": ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight"),
-    "original": ("bias", "LayerNorm.weight"),
-}
+# What is spared weight decay, per rule (kd_plugin.config.optim.NO_DECAY_RULES):
+# "layer_norms": biases and the gains of every normalisation layer, whatever the architecture calls them (BERT's
+# LayerNorm, DistilBERT's sa_layer_norm / output_layer_norm, GPT-2's ln_1 / ln_f, Llama's input_layernorm /
+# norm): every parameter with fewer than two dimensions, as no matrix or embedding table has;
+# "original": the public distiller.py's name list, which a DistilBERT student matches only at embeddings.LayerNorm.
+ORIGINAL_NO_DECAY = ("bias", "LayerNorm.weight")
 
 
-def decays(name: str, rule: str = "layer_norms") -> bool:
-    """Whether the parameter called ``name`` gets weight decay under ``rule`` (substring match, as distiller.py)."""
-    return not any(key in name for key in NO_DECAY[rule])
+def decays(name: str, param: torch.Tensor, rule: str = "layer_norms") -> bool:
+    """Whether ``param`` (called ``name``) gets weight decay under ``rule``."""
+    if rule == "original":
+        return not any(key in name for key in ORIGINAL_NO_DECAY)  # substring match, as distiller.py
+    return param.ndim >= 2
 
 
 def parameter_groups(named_parameters: Iterable[tuple[str, nn.Parameter]] | nn.Module, weight_decay: float,
@@ -39,7 +39,7 @@ def parameter_groups(named_parameters: Iterable[tuple[str, nn.Parameter]] | nn.M
     decay, no_decay = [], []
     for name, param in named_parameters:
         if param.requires_grad:
-            (decay if decays(name, rule) else no_decay).append(param)
+            (decay if decays(name, param, rule) else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

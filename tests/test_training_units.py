@@ -52,6 +52,26 @@ def test_weight_decay_spares_biases_and_layer_norms():
     assert all(p.dim() == 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_weight_decay_spares_the_norm_gains_of_every_family(family):
+    """Judged by module type (independent of the shape rule): the weights of normalisation modules and every
+    bias are spared, every other parameter decays; distiller.py's name list would decay GPT-2's ln_1/ln_f."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    model = (GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50)) if family == "gpt2" else
+             LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=16, intermediate_size=32,
+                                          num_attention_heads=2, num_key_value_heads=1, vocab_size=50)))
+    spared = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) or type(m).__name__.endswith("RMSNorm")
+              for p in m.parameters(recurse=False)}
+    spared |= {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
+    decay, no_decay = parameter_groups(model, 0.01)
+    assert spared and {id(p) for p in no_decay["params"]} == spared
+    assert {id(p) for p in decay["params"]} == {id(p) for p in model.parameters()} - spared
+    if family == "gpt2":
+        original_decay, _ = parameter_groups(model, 0.01, "original")
+        assert any(id(p) in spared for p in original_decay["params"])  # the original rule decays ln_1.weight
+
+
 def test_schedule_is_linear_warmup_then_linear_decay_to_zero():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)

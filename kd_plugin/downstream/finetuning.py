@@ -1,7 +1,8 @@
 """Fine-tune a sequence classifier on one task and predict with it: the GLUE-style downstream protocol.
 
 Plain PyTorch on purpose: the models evaluated here are small, one process suffices, and the loop is the
-textbook one (AdamW without decay on biases and LayerNorm weights, linear warm-up then linear decay, gradient
+textbook one with the project's optimizer recipe (:mod:`kd_plugin.optimization`: AdamW without decay on biases
+and normalisation gains, linear warm-up over ``ceil(warmup_proportion * steps)`` steps then linear decay), gradient
 clipping, a fixed number of epochs, the final model is evaluated: no early stopping on the test set). Inputs
 are tokenized once with the fast tokenizer (batched), truncated to ``max_seq_length`` and padded per batch.
 With a teacher's logits per training example the loss adds the soft-target term (:mod:`.distill_loss`).
@@ -16,12 +17,11 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from torch import nn
-from transformers import get_linear_schedule_with_warmup
 
 from kd_plugin.downstream.distill_loss import FinetuneLoss
 from kd_plugin.downstream.metrics import accuracy
 from kd_plugin.downstream.model_loading import LoadedModel
+from kd_plugin.optimization import linear_warmup_decay, parameter_groups
 
 LogFn = Callable[[str, float, int], None]  # (metric name, value, step), e.g. Sacred's _run.log_scalar
 
@@ -95,15 +95,6 @@ def evaluate(loaded: LoadedModel, encoded: Encoded, batch_size: int) -> float:
     return accuracy(predict_logits(loaded, encoded, batch_size).argmax(-1), encoded.labels)
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-
-
 def train(
     loaded: LoadedModel,
     train_data: Encoded,
@@ -123,8 +114,8 @@ def train(
     generator = torch.Generator().manual_seed(settings.seed)
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
-    optimizer = _optimizer(model, settings.lr, settings.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_proportion * total_steps), total_steps)
+    optimizer = torch.optim.AdamW(parameter_groups(model, settings.weight_decay), lr=settings.lr)
+    scheduler = linear_warmup_decay(total_steps, settings.warmup_proportion)(optimizer)
     pad_id = loaded.tokenizer.pad_token_id
     step, window, val_accuracies, start = 0, [], [], time.perf_counter()
     for epoch in range(settings.epochs):
