@@ -86,7 +86,7 @@ def assemble(config: DistillConfig, launch: LaunchInfo, plan: BatchPlan, info: d
     device = torch.device("cuda", launch.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     timer = PhaseTimer(config.performance.profile_phases, device)
     models = build_models(config, timer)
-    data = build_data(config, models.tokenizer, models.objective, plan, launch.rank, device, distributed.barrier)
+    data = build_data(config, models.tokenizer, models.objective, plan, launch.rank, device)
     engine = build_engine(models.module, config, plan, data.total_steps, output_dir)
     device = timer.device = engine.device
     corpus = data.corpus

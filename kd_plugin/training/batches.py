@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,6 +36,7 @@ from kd_plugin.data import (
 )
 from kd_plugin.masking import IGNORE_INDEX
 from kd_plugin.objectives import Objective, TargetMaker
+from kd_plugin.training.distributed import announce, await_announcement
 
 
 def batch_generator(seed: int, epoch: int, global_index: int) -> torch.Generator:
@@ -185,23 +186,36 @@ class DataPlan:
     total_steps: int
 
 
+CORPUS_READY = "kd_corpus_ready"  # the store key rank 0 announces once the tokenized corpus is cached
+FAILED = "failed: "
+
+
 def build_data(config: DistillConfig, tokenizer, objective: Objective, plan: BatchPlan, rank: int,
-               device: torch.device, barrier: Callable[[], None]) -> DataPlan:
+               device: torch.device) -> DataPlan:
     """Corpus -> cached tokenized sequences -> length-grouped sampler and batch maker (with the objective's
     targets) for this rank.
 
-    Rank 0 tokenizes and fills the cache while the other ranks wait at ``barrier``, then they open it.
+    Rank 0 tokenizes and fills the cache while the other ranks wait (without a collective timeout: a large
+    corpus takes hours) for its announcement, then they open the cache; if rank 0 fails, they stop with its error.
     """
     data, performance, cuda = config.data, config.performance, device.type == "cuda"
     if rank != 0:
-        barrier()
-    documents = load_corpus(data.corpus, sample_by=data.sample_by, text_column=data.text_column,
-                            encoding=data.encoding)
-    if data.max_documents:
-        documents = documents.select(range(min(data.max_documents, len(documents))))
-    corpus = build_tokenized_corpus(documents, tokenizer, data.max_seq_length, data.cache_dir, data.held_out_fraction)
+        outcome = await_announcement(CORPUS_READY)
+        if outcome.startswith(FAILED):
+            raise RuntimeError(f"rank 0 could not prepare the corpus: {outcome[len(FAILED):]}")
+    try:
+        documents = load_corpus(data.corpus, sample_by=data.sample_by, text_column=data.text_column,
+                                encoding=data.encoding)
+        if data.max_documents:
+            documents = documents.select(range(min(data.max_documents, len(documents))))
+        corpus = build_tokenized_corpus(documents, tokenizer, data.max_seq_length, data.cache_dir,
+                                        data.held_out_fraction)
+    except BaseException as err:
+        if rank == 0:
+            announce(CORPUS_READY, f"{FAILED}{type(err).__name__}: {err}")
+        raise
     if rank == 0:
-        barrier()
+        announce(CORPUS_READY)
     targets = objective.targets(config.masking, tokenizer, corpus.token_counts)
     sampler = LengthGroupedBatchSampler(corpus.lengths("train"), plan.micro_batch_size, seed=config.seed,
                                         num_replicas=plan.world_size, rank=rank)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -41,3 +42,23 @@ def from_rank_0(item: Any) -> Any:
     holder = [item]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def announce(key: str, value: str = "ok") -> None:
+    """Tell the other ranks that ``key`` is done (with ``value``), through the process group's key-value store."""
+    if is_distributed():
+        dist.distributed_c10d._get_default_store().set(key, value)
+
+
+def await_announcement(key: str, poll_seconds: float = 1.0) -> str:
+    """Wait, however long it takes, until rank 0 announces ``key``; its value.
+
+    Not a ``barrier()``: a collective gives up after the process group's timeout (10 to 30 minutes), and rank 0
+    may tokenize a corpus for hours while the others wait. Polling the store involves no collective, so nothing
+    times out; if rank 0 dies instead, the launcher (torchrun, deepspeed) stops the other ranks."""
+    if not is_distributed():
+        return "ok"
+    store = dist.distributed_c10d._get_default_store()
+    while not store.check([key]):
+        time.sleep(poll_seconds)
+    return store.get(key).decode()
