@@ -164,3 +164,13 @@ def test_zero3_and_bf16_train_the_same_causal_student(database, tmp_path):
     assert len(curves["zero2"]) == 3
     assert curves["zero3"] == pytest.approx(curves["zero2"], rel=1e-5)
     assert curves["bf16"] == pytest.approx(curves["zero2"], rel=2e-2)
+
+
+def test_an_exported_student_is_recognised_as_its_runs_by_its_card_without_a_database(causal_run):
+    from kd_plugin.downstream.run_link import check_model_is_the_runs_student
+    from kd_plugin.errors import ConfigError
+
+    out, record = causal_run
+    check_model_is_the_runs_student(str(out / "student"), record["_id"], None)  # the card names the run
+    with pytest.raises(ConfigError, match=r"model: .* is not the student of distill run 12345 \(the run could not"):
+        check_model_is_the_runs_student(str(out / "student"), 12345, None)

@@ -224,6 +224,22 @@ def test_run_linked_to_a_saved_distill_run_takes_its_student_and_is_saved(tmp_pa
                           env=run_env(url, db_name), cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "configuration error: distill_run_id:" in proc.stderr, proc.stderr[-2000:]
 
+    # a model that is not run 7's student (`with smoke distill_run_id=7` keeps smoke's random-tiny) is refused:
+    # its scores would be shown as run 7's downstream result; no finetune record is added
+    for model in ("random-tiny", str(tmp_path / "other")):
+        if model != "random-tiny":
+            _tiny_student(tmp_path / "other")
+        proc = subprocess.run([sys.executable, str(SCRIPT), "with", "smoke", f"model={model}", "distill_run_id=7"],
+                              env=run_env(url, db_name), cwd=PROJECT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert (f"configuration error: model: '{model}' is not the student of distill run 7 (its student is "
+                f"'{student_dir}')") in proc.stderr, proc.stderr[-2000:]
+    assert client[db_name]["runs"].count_documents({"experiment.name": "finetune"}) == 1
+    # the run's own student folder, named explicitly, is the same model: accepted (dry: print_config needs no run)
+    from kd_plugin.downstream.run_link import DistillRun, check_model_is_the_runs_student
+
+    check_model_is_the_runs_student(str(student_dir), 7, DistillRun(7, "distill", "COMPLETED", str(student_dir), None))
+
 
 def test_a_prepared_teacher_resolves_by_its_catalogue_name_in_the_downstream_code(tmp_path):
     """``finetune.py with model=bert-tiny-prepared`` (the ablation's teacher reference) and the size/speed

@@ -12,6 +12,9 @@ starts it) and ``kd_plugin``. That is the database this evaluation run is saved 
 run and its evaluations are in one database and the lookup needs no setting. (Sacred's ``-m`` flag is not seen
 here: with it, give ``distill_db.url`` / ``distill_db.name`` too.)
 
+``model`` with ``distill_run_id`` must be that run's student (its recorded folder, or a folder whose model card
+names the run): any other model is refused, so no score is shown as another model's.
+
 ``model``, ``distill_run_id``, ``distill_db.*`` and the ``tracking.*`` block arrive parsed, as a
 :class:`ModelSource` (part of :class:`kd_plugin.downstream.finetune_config.FinetuneConfig`).
 """
@@ -153,4 +156,27 @@ def resolve_evaluated_model(source: ModelSource) -> ResolvedModel:
             raise ConfigError("distill_run_id", problem, "the id of a saved distillation run in a reachable database "
                               "(the tracking database, or distill_db.url / distill_db.name), or give model=<student dir>")
         model = run.student_dir
+    else:
+        check_model_is_the_runs_student(model, run_id, run)
     return ResolvedModel(model, run_id, run, lookup)
+
+
+def check_model_is_the_runs_student(model: str, run_id: Any, run: DistillRun | None) -> None:
+    """An explicit ``model`` with ``distill_run_id`` must be that run's student, or its scores would be shown as
+    the run's downstream result: the same folder as the run's recorded ``student_dir``, or a folder whose model
+    card names the run (an exported student, checked without a database)."""
+    from pathlib import Path
+
+    from kd_plugin.export.model_card import read_model_card
+
+    folder = Path(model).expanduser()
+    if run is not None and run.student_dir and folder.is_dir() and folder.resolve() == Path(run.student_dir).resolve():
+        return
+    card = read_model_card(folder) if folder.is_dir() else None
+    if card is not None and card.run_id is not None and str(card.run_id) == str(run_id):
+        return
+    whose = (f"its student is {run.student_dir!r}" if run is not None and run.student_dir else
+             "the run could not be looked up" if run is None else "the run recorded no student")
+    raise ConfigError("model", f"{model!r} is not the student of distill run {run_id!r} ({whose}), so its scores "
+                      "would be recorded as that run's", f"model=None (evaluate run {run_id}'s student), or no "
+                      "distill_run_id (evaluate this model unlinked)")
