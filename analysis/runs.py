@@ -25,10 +25,11 @@ Columns (index ``run_id``, the Sacred ``_id``):
 Filters (:mod:`analysis.query`) become one MongoDB query, so only matching runs leave the database.
 
 Dead runs: a run recorded RUNNING whose heartbeat stopped (``kill -9``, a lost machine) is shown with status
-``DIED`` and ``stop_time`` = its last heartbeat, by the rule of :mod:`kd_plugin.tracking.dead_runs` (no heartbeat
-for ``$KD_DEAD_AFTER_S`` s, else max(60 s, 3 heartbeat intervals)). The analysis never writes: the next run saved
-to the database marks such runs DIED in the database itself. ``status="DIED"`` / ``status="RUNNING"`` filter on
-the status as shown.
+``FAILED``, ``died`` = True and ``stop_time`` = its last heartbeat, by the rule of
+:mod:`kd_plugin.tracking.dead_runs` (no heartbeat for ``$KD_DEAD_AFTER_S`` s, else max(60 s, 3 heartbeat
+intervals)). The analysis never writes: the next run saved to the database records such runs FAILED (with a
+``fail_trace`` saying so and ``kd_tracking.died``) in the database itself. ``status="FAILED"`` /
+``status="RUNNING"`` filter on the status as shown; ``status="DIED"`` selects the runs that died.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from kd_plugin.ablation import variant_of
 from kd_plugin.tracking.dead_runs import (
     RULE_FIELDS,
     STATUS_DIED,
+    STATUS_MARKED,
     last_sign_of_life,
     looks_dead,
     naive_utc,
@@ -57,13 +59,13 @@ from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
 from kd_plugin.tracking.run_tags import parse_tags
 
 META_COLUMNS = [
-    "experiment", "status", "family", "objective", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
+    "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
     RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
-    "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 
@@ -80,15 +82,17 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
     comment = (doc.get("meta") or {}).get("comment")
     tags = parse_tags(comment)
     config = flatten(doc.get("config") or {})
-    # Naive UTC whatever the client's tz_aware setting, so durations and the DIED rule never mix the two kinds.
+    # Naive UTC whatever the client's tz_aware setting, so durations and the died rule never mix the two kinds.
     status, start, stop = doc.get("status"), naive_utc(doc.get("start_time")), naive_utc(doc.get("stop_time"))
+    died = bool((doc.get("kd_tracking") or {}).get("died"))
     if looks_dead(doc, now):  # RUNNING in the database, but its heartbeat stopped (kd_plugin.tracking.dead_runs)
-        status, stop = STATUS_DIED, last_sign_of_life(doc)
+        status, stop, died = STATUS_MARKED, last_sign_of_life(doc), True
     end = stop or naive_utc(doc.get("heartbeat"))
     info = doc.get("info") or {}
     row: dict[str, Any] = {
         "experiment": (doc.get("experiment") or {}).get("name"),
         "status": status,
+        "died": died,
         "family": (info.get("student_summary") or {}).get("family"),
         "objective": (info.get("student_summary") or {}).get("objective"),
         "variant": variant_of(config) or tags.get("variant"),
@@ -156,7 +160,8 @@ def load_runs(
 
     url, db: where to read (:mod:`analysis.connection`: argument, ``$KD_MONGO_URL``/``$KD_MONGO_DB``, else the
     embedded server if it is running, and ``kd_plugin``). experiment: name, several, or None for all. status: e.g. "COMPLETED"
-    or several, as shown (``"DIED"`` includes runs still RUNNING in the database whose heartbeat stopped). since/until: start-time range (UTC). sweep: only runs of this sweep. run_ids: only these runs.
+    or several, as shown (``"FAILED"`` includes runs still RUNNING in the database whose heartbeat stopped;
+    ``"DIED"`` selects the runs that died without a word, marked or not). since/until: start-time range (UTC). sweep: only runs of this sweep. run_ids: only these runs.
     metrics/downstream: False skips the ``final.``/``best.`` resp. ``downstream.`` columns (faster).
     **config_filters: config values, ``T=2``, ``student__layers="alternate"``, ``**{"student.layers": ...}``.
     """
@@ -164,13 +169,15 @@ def load_runs(
     wanted = None if status is None else ({status} if isinstance(status, str) else set(status))
     if wanted is not None and not isinstance(status, str):
         status = sorted(wanted)
-    if wanted is not None and STATUS_DIED in wanted:
-        status = sorted(wanted | {"RUNNING"})  # runs still RUNNING in the database may be shown as DIED
+    if wanted is not None and wanted & {STATUS_DIED, STATUS_MARKED}:
+        # runs still RUNNING in the database whose heartbeat stopped are shown FAILED (died)
+        status = sorted((wanted - {STATUS_DIED}) | {"RUNNING", STATUS_MARKED})
     query = build_run_query(experiment, status, since, until, sweep, run_ids, config_filters)
     now = utc_now()
     rows = {int(doc["_id"]): _row(doc, now) for doc in database.runs.find(query, _PROJECTION).sort("_id", 1)}
-    if wanted is not None:  # the status as shown: a dead RUNNING run is DIED
-        rows = {run_id: row for run_id, row in rows.items() if row["status"] in wanted}
+    if wanted is not None:  # the status as shown (a dead RUNNING run is FAILED); "DIED": the runs that died
+        rows = {run_id: row for run_id, row in rows.items()
+                if row["status"] in wanted or (STATUS_DIED in wanted and row["died"])}
     if not rows:
         if config_filters:
             _check_config_keys(database, experiment, config_filters)

@@ -250,7 +250,7 @@ def test_database_comes_from_the_environment(database, mongo_url, monkeypatch):
     assert list(load_runs().index) == [7]
 
 
-def test_dead_runs_are_shown_died_and_nothing_is_written(database, monkeypatch):
+def test_dead_runs_are_shown_failed_as_died_and_nothing_is_written(database, monkeypatch):
     monkeypatch.delenv("KD_DEAD_AFTER_S", raising=False)
     now = utc_now().replace(microsecond=0)
     insert_run(database, 1, status="RUNNING", start=now - dt.timedelta(hours=1), seconds=60)  # silent for 59 min
@@ -258,7 +258,8 @@ def test_dead_runs_are_shown_died_and_nothing_is_written(database, monkeypatch):
     insert_run(database, 3, status="COMPLETED")
 
     runs = load_runs(db=database, metrics=False, downstream=False)
-    assert runs["status"].tolist() == ["DIED", "RUNNING", "COMPLETED"]
+    assert runs["status"].tolist() == ["FAILED", "RUNNING", "COMPLETED"]
+    assert runs["died"].tolist() == [True, False, False]
     assert runs.loc[1, "stop_time"] == pd.Timestamp(now - dt.timedelta(minutes=59))  # the last heartbeat
     assert runs.loc[1, "duration_s"] == 60.0 and pd.isna(runs.loc[2, "stop_time"])
 
@@ -266,6 +267,7 @@ def test_dead_runs_are_shown_died_and_nothing_is_written(database, monkeypatch):
         return list(load_runs(db=database, status=status, metrics=False, downstream=False).index)
 
     assert ids("DIED") == [1] and ids("RUNNING") == [2] and ids(["DIED", "COMPLETED"]) == [1, 3]
+    assert ids("FAILED") == [1]  # Sacred's own status, as Omniboard filters it
     assert [d["status"] for d in database.runs.find().sort("_id", 1)] == ["RUNNING", "RUNNING", "COMPLETED"]
 
     monkeypatch.setenv("KD_DEAD_AFTER_S", "1")  # the threshold of kd_plugin.tracking.dead_runs
@@ -318,7 +320,7 @@ def test_a_tz_aware_client_gives_the_same_table(database, mongo_url, monkeypatch
         aware_client.close()
     naive = load_runs(db=database)
 
-    assert aware["status"].tolist() == ["DIED", "COMPLETED"]
+    assert aware["status"].tolist() == ["FAILED", "COMPLETED"] and aware["died"].tolist() == [True, False]
     assert aware.loc[1, "stop_time"] == pd.Timestamp(now - dt.timedelta(minutes=59))  # its last heartbeat
     assert aware.loc[2, "start_time"] == pd.Timestamp(T0) and aware.loc[2, "duration_s"] == pytest.approx(90.5)
     pd.testing.assert_frame_equal(aware, naive)

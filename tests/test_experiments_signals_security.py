@@ -147,7 +147,7 @@ def test_sighup_outside_the_training_loop_is_recorded_interrupted(tmp_path, db):
     ("prepare_teacher.py", ["smoke", "steps=5000", "progress_bar=False"]),
 ])
 def test_finetune_and_prepare_teacher_record_sighup_as_interrupted(tmp_path, db, script, updates):
-    """Both used to be killed outright by SIGHUP, as by SIGTERM (the record stayed RUNNING, later DIED)."""
+    """Both used to be killed outright by SIGHUP, as by SIGTERM (the record stayed RUNNING, later marked as died)."""
     proc = start(str(PROJECT / "experiments" / script), [*updates, f"output_dir={tmp_path / 'out'}"], run_env(*db))
     wait_until(lambda: records(db), proc, "a run record")
     time.sleep(1.0)  # well inside the run

@@ -1,5 +1,6 @@
-"""Runs whose process died without a word (``kill -9``) are marked DIED: the rule on hand-made documents, and a
-real distillation killed with SIGKILL mid-training, shown DIED by the analysis and marked DIED by the next run."""
+"""Runs whose process died without a word (``kill -9``) are recorded FAILED (Sacred's own status, which Omniboard
+filters and colours) with a fail trace saying they died: the rule on hand-made documents, and a real distillation
+killed with SIGKILL mid-training, shown FAILED/died by the analysis and recorded so by the next run."""
 
 from __future__ import annotations
 
@@ -60,11 +61,14 @@ def test_the_rule_default_threshold_and_the_runs_own_heartbeat_interval(database
     ])
     assert mark_dead_runs(database, now=now, exclude=[7]) == [1, 4, 5]
     statuses = {d["_id"]: d["status"] for d in database.runs.find()}
-    assert statuses == {1: "DIED", 2: "RUNNING", 3: "RUNNING", 4: "DIED", 5: "DIED", 6: "COMPLETED", 7: "RUNNING"}
+    assert statuses == {1: "FAILED", 2: "RUNNING", 3: "RUNNING", 4: "FAILED", 5: "FAILED", 6: "COMPLETED", 7: "RUNNING"}
     one, five = database.runs.find_one({"_id": 1}), database.runs.find_one({"_id": 5})
     assert one["stop_time"] == one["heartbeat"] and five["stop_time"] == five["start_time"]  # last sign of life
     assert abs((one["kd_tracking"]["marked_dead_at"] - now).total_seconds()) < 0.01
     assert one["kd_tracking"]["dead_after_s"] == 60.0 and one["kd_tracking"]["run_key"] == "1"
+    assert one["kd_tracking"]["died"] is True and len(one["fail_trace"]) == 1
+    assert one["fail_trace"][0].startswith("kd_plugin: the process stopped without a word on ")
+    assert f"no heartbeat since {one['heartbeat']:%Y-%m-%d %H:%M:%S} UTC" in one["fail_trace"][0]
     assert database.runs.find_one({"_id": 4})["kd_tracking"]["dead_after_s"] == 180.0
     assert mark_dead_runs(database, now=now) == [7]  # idempotent: only the newly dead
 
@@ -77,22 +81,24 @@ def test_kd_dead_after_s_overrides_the_threshold(database, monkeypatch):
 
 
 def test_a_run_marked_by_mistake_repairs_itself(tmp_path, mongo_url, database):
-    """A run cut off from the database for longer than the threshold may be marked DIED by another run; its next
-    heartbeat sets its document again: RUNNING, no stop time."""
+    """A run cut off from the database for longer than the threshold may be marked as died by another run; its
+    next heartbeat sets its document again: RUNNING, no stop time, no fail trace, no died mark."""
     ex = Experiment("alive", save_git_info=False)
     seen = []
 
     @ex.main
     def main(_run):
         time.sleep(0.5)  # the first heartbeats are written
-        database.runs.update_one({"_id": _run._id}, {"$set": {"status": "DIED", "stop_time": utc_now()}})
+        database.runs.update_one({"_id": _run._id}, {"$set": {"status": "FAILED", "stop_time": utc_now(),
+                                                              "fail_trace": ["died"], "kd_tracking.died": True}})
         time.sleep(1.5)  # a heartbeat or more later
         seen.append(database.runs.find_one({"_id": _run._id}))
         return "done"
 
     ex.observers.append(ResilientMongoObserver(mongo_url, database.name, journal_dir=tmp_path))
     ex.run(options={"--beat-interval": "0.3"})
-    assert seen[0]["status"] == "RUNNING" and "stop_time" not in seen[0]
+    assert seen[0]["status"] == "RUNNING" and "stop_time" not in seen[0] and "fail_trace" not in seen[0]
+    assert "died" not in seen[0]["kd_tracking"]
     assert database.runs.find_one()["status"] == "COMPLETED"
 
 
@@ -144,9 +150,9 @@ def test_run_killed_mid_training_is_shown_then_marked_died(tmp_path, mongo_url, 
     assert killed["status"] == "RUNNING"  # Sacred's record says nothing happened
     time.sleep(max(0.0, 3.5 - (utc_now() - killed["heartbeat"]).total_seconds()))
 
-    # the analysis shows it DIED (stop time = last heartbeat) without writing anything
+    # the analysis shows it FAILED, died (stop time = last heartbeat) without writing anything
     shown = load_runs(db=database, metrics=False, downstream=False)
-    assert shown.loc[killed["_id"], "status"] == "DIED"
+    assert shown.loc[killed["_id"], "status"] == "FAILED" and shown.loc[killed["_id"], "died"]
     assert shown.loc[killed["_id"], "stop_time"] == killed["heartbeat"]
     assert list(load_runs(db=database, status="DIED", metrics=False).index) == [killed["_id"]]
     assert load_runs(db=database, status="RUNNING", metrics=False).empty
@@ -156,13 +162,15 @@ def test_run_killed_mid_training_is_shown_then_marked_died(tmp_path, mongo_url, 
     nxt = _next_run(monkeypatch, mongo_url, database.name)
     assert nxt.status == "COMPLETED" and nxt._id != killed["_id"]
     died = database.runs.find_one({"_id": killed["_id"]})
-    assert died["status"] == "DIED" and died["stop_time"] == killed["heartbeat"]
+    assert died["status"] == "FAILED" and died["stop_time"] == killed["heartbeat"] and died["kd_tracking"]["died"]
+    assert killed["host"]["hostname"] in died["fail_trace"][0]
     assert died["kd_tracking"]["dead_after_s"] == 3.0
     assert died["kd_tracking"]["marked_dead_at"] > killed["heartbeat"]
     assert died["kd_tracking"]["run_key"] == killed["kd_tracking"]["run_key"]  # the rest is untouched
     assert database.metrics.find_one({"run_id": killed["_id"], "name": "loss"})["steps"][:3] == [1, 2, 3]
     assert database.runs.find_one({"_id": nxt._id})["status"] == "COMPLETED"
-    assert load_runs(db=database, experiment=None, metrics=False).loc[killed["_id"], "status"] == "DIED"
+    assert load_runs(db=database, experiment=None, metrics=False).loc[killed["_id"], "status"] == "FAILED"
+    assert list(load_runs(db=database, status="DIED", experiment=None, metrics=False).index) == [killed["_id"]]
 
 
 def test_importing_the_files_of_a_killed_run_marks_it_died(tmp_path, mongo_url, database, monkeypatch):
@@ -188,6 +196,6 @@ def test_importing_the_files_of_a_killed_run_marks_it_died(tmp_path, mongo_url, 
     time.sleep(1.5)
     assert import_runs.main([str(snapshot), "--url", mongo_url, "--db", database.name]) == 0
     (imported,) = database.runs.find()
-    assert imported["status"] == "DIED"
+    assert imported["status"] == "FAILED" and imported["kd_tracking"]["died"]
     assert imported["stop_time"] == (imported.get("heartbeat") or imported["start_time"])
     assert imported["kd_tracking"]["dead_after_s"] == 1.0

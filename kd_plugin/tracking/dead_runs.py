@@ -14,10 +14,11 @@ after 180 s. Times are UTC, as Sacred writes them, compared with the clock of th
 
 **Who writes it:** tracking only. Every run recorded by the ResilientMongoObserver, once it reaches its database,
 marks that database's dead runs (:func:`mark_dead_runs`, in a background thread, never failing the new run):
-``status`` = ``DIED`` (Sacred tools show an unknown status as it is), ``stop_time`` = the last sign of life,
-``kd_tracking.marked_dead_at`` = now, ``kd_tracking.dead_after_s`` = the threshold applied. The analysis
-(``analysis.load_runs``) only reads: it applies the same rule and shows such runs as DIED before any later run
-has written it.
+``status`` = ``FAILED`` (one of Sacred's own statuses, so Omniboard and every Sacred tool can filter and colour
+it), ``fail_trace`` = one line saying the process stopped without a word, since when and on which host,
+``stop_time`` = the last sign of life, ``kd_tracking.died`` = True, ``kd_tracking.marked_dead_at`` = now,
+``kd_tracking.dead_after_s`` = the threshold applied. The analysis (``analysis.load_runs``) only reads: it
+applies the same rule and shows such runs as FAILED with ``died`` = True before any later run has written it.
 
 A run marked by mistake (alive, but cut off from the database for longer than the threshold) repairs itself:
 its next write sets its whole document again, status RUNNING included.
@@ -32,7 +33,8 @@ from typing import Any
 
 from pymongo.database import Database
 
-STATUS_DIED = "DIED"
+STATUS_DIED = "DIED"  # what the analysis accepts as a status filter for the runs that died (shown FAILED)
+STATUS_MARKED = "FAILED"  # what a dead run is recorded as: Sacred's status for a run that did not complete
 ENV_DEAD_AFTER = "KD_DEAD_AFTER_S"  # overrides the rule's threshold (seconds), e.g. 3 in tests
 MIN_DEAD_AFTER_S = 60.0
 MISSED_HEARTBEATS = 3
@@ -40,7 +42,17 @@ SACRED_BEAT_INTERVAL_S = 10.0  # Sacred's default heartbeat interval (its -b opt
 BEAT_INTERVAL_OPTION = "--beat-interval"
 
 # The fields the rule reads (a projection for the ``runs`` collection).
-RULE_FIELDS = {"status": 1, "heartbeat": 1, "start_time": 1, f"meta.options.{BEAT_INTERVAL_OPTION}": 1}
+RULE_FIELDS = {"status": 1, "heartbeat": 1, "start_time": 1, f"meta.options.{BEAT_INTERVAL_OPTION}": 1,
+               "host.hostname": 1}
+
+
+def death_notice(run: dict[str, Any]) -> str:
+    """The ``fail_trace`` line of a run that died without a word."""
+    last = last_sign_of_life(run)
+    host = (run.get("host") or {}).get("hostname") or "an unknown host"
+    return (f"kd_plugin: the process stopped without a word on {host}: no heartbeat since "
+            f"{last:%Y-%m-%d %H:%M:%S} UTC (killed by kill -9 or the out-of-memory killer, or its machine was lost); "
+            "resume from its last checkpoint")
 
 
 def utc_now() -> dt.datetime:
@@ -112,7 +124,7 @@ def candidates_query(now: dt.datetime) -> dict[str, Any]:
 
 
 def mark_dead_runs(db: Database, now: dt.datetime | None = None, exclude: Iterable[Any] = ()) -> list[Any]:
-    """Mark the dead runs of ``db`` DIED (see the module docstring); returns their ids.
+    """Mark the dead runs of ``db`` FAILED, as died (see the module docstring); returns their ids.
 
     Each update is conditional on the heartbeat the rule saw, so a run that beats in between stays RUNNING.
     """
@@ -125,8 +137,10 @@ def mark_dead_runs(db: Database, now: dt.datetime | None = None, exclude: Iterab
         result = db.runs.update_one(
             {"_id": run["_id"], "status": "RUNNING", "heartbeat": run.get("heartbeat")},
             {"$set": {
-                "status": STATUS_DIED,
+                "status": STATUS_MARKED,
+                "fail_trace": [death_notice(run)],
                 "stop_time": last_sign_of_life(run),
+                "kd_tracking.died": True,
                 "kd_tracking.marked_dead_at": now,
                 "kd_tracking.dead_after_s": dead_after_s(run),
             }},

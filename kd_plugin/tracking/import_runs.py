@@ -227,7 +227,7 @@ def import_item(kind: str, path: Path, db_for, db_name: str | None) -> ImportRes
 
 def import_paths(paths: list[str | os.PathLike], client: pymongo.MongoClient, db_name: str | None = None) -> list[ImportResult]:
     """Import every item under ``paths``. A record left RUNNING by a killed process (its files say RUNNING
-    forever) is then marked DIED by the rule of :mod:`kd_plugin.tracking.dead_runs`, not shown alive."""
+    forever) is then recorded FAILED, as died, by the rule of :mod:`kd_plugin.tracking.dead_runs`, not shown alive."""
     items = [item for path in paths for item in discover(path)]
     touched: dict[str, Database] = {}
 

@@ -132,7 +132,7 @@ def make_observer(tracking: dict | None, logger):
 
 # Environment variables in seconds that the observer reads: (inclusive minimum or None for > 0, allowed).
 SECONDS_VARIABLES = {ENV_FINAL_WAIT: (0.0, "seconds >= 0 the end of a run waits for the database (0 in CI)"),
-                     ENV_DEAD_AFTER: (None, "seconds > 0 without a heartbeat before a run counts as DIED")}
+                     ENV_DEAD_AFTER: (None, "seconds > 0 without a heartbeat before a RUNNING run counts as died (recorded FAILED)")}
 
 
 def check_tracking_environment() -> None:

@@ -23,7 +23,7 @@ Credentials the database refuses are not an outage (:mod:`kd_plugin.tracking.acc
 (called before the run starts) and the run's first write stop the run with one line and exit status 2.
 
 Once the database has been reached, a background thread does the upkeep that must never delay or fail a run:
-the indexes (:func:`kd_plugin.tracking.run_record.ensure_indexes`) and the DIED mark of runs whose heartbeat
+the indexes (:func:`kd_plugin.tracking.run_record.ensure_indexes`) and the died mark (status FAILED) of runs whose heartbeat
 stopped (:func:`kd_plugin.tracking.dead_runs.mark_dead_runs`).
 
 The documents have exactly the structure MongoObserver writes, plus a ``kd_tracking`` field (see run_record).
@@ -48,7 +48,7 @@ from sacred.serializer import flatten
 from kd_plugin.errors import exit_on_config_error
 from kd_plugin.tracking.access import CHECK_TIMEOUT_S, is_refusal, refusal_error, user_name
 from kd_plugin.tracking.credentials import mask_url
-from kd_plugin.tracking.dead_runs import STATUS_DIED, mark_dead_runs
+from kd_plugin.tracking.dead_runs import STATUS_MARKED, mark_dead_runs
 from kd_plugin.tracking.journal import Journal
 from kd_plugin.tracking.locations import check_runs_dir, import_command, pending_dir
 from kd_plugin.tracking.metric_series import DEFAULT_MAX_POINTS
@@ -315,7 +315,7 @@ class ResilientMongoObserver(RunObserver):
         marked = mark_dead_runs(self._db, exclude=[own_run_id])
         if marked:
             shown = ", ".join(str(run_id) for run_id in marked[:10]) + (", ..." if len(marked) > 10 else "")
-            _say(f"tracking: marked {len(marked)} run(s) {STATUS_DIED} in database {self.db_name!r} (status RUNNING, "
+            _say(f"tracking: marked {len(marked)} run(s) {STATUS_MARKED} (died) in database {self.db_name!r} (status RUNNING, "
                  f"but no heartbeat for longer than the dead-run threshold; see kd_plugin/tracking/dead_runs.py): {shown}")
 
     def _save_journal(self, announce: bool = True) -> None:

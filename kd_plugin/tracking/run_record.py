@@ -192,7 +192,8 @@ class RunRecord:
         doc = self.document()
         update: dict[str, Any] = {"$set": doc}
         if doc.get("status") == "RUNNING" and "stop_time" not in doc:
-            update["$unset"] = {"stop_time": ""}  # alive after all: undo a DIED mark (kd_tracking.dead_runs)
+            # alive after all: undo a died mark (kd_plugin.tracking.dead_runs; kd_tracking is set whole above)
+            update["$unset"] = {"stop_time": "", "fail_trace": ""}
         db[RUNS].update_one({"_id": self.run_id}, update, upsert=True)
 
     def _keep_links_of_stored_document(self, runs) -> None:
