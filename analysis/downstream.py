@@ -16,6 +16,8 @@ from numbers import Number
 import pandas as pd
 from pymongo.database import Database
 
+from analysis.query import experiment_condition
+
 DOWNSTREAM_EXPERIMENT = "finetune"
 PREFIX = "downstream."
 SCORE_WORDS = ("accuracy", "f1", "retained")
@@ -45,7 +47,7 @@ def downstream_results(
     """One row per distill run that has a completed evaluation; index: the distill run id (``run_id``)."""
     ids = [int(i) for i in distill_run_ids]
     query = {
-        "experiment.name": experiment,
+        **experiment_condition(experiment),  # a fine-tune run renamed with -n is found by its script
         "status": "COMPLETED",
         "config.distill_run_id": {"$in": ids + [str(i) for i in ids]},  # tolerate an id given as text
     }

@@ -99,6 +99,15 @@ def time_range(since: Any = None, until: Any = None) -> dict[str, dt.datetime]:
     return cond
 
 
+def experiment_condition(experiment: str | Iterable[str]) -> dict[str, Any]:
+    """Runs of an experiment by what they are, not by their display name: Sacred's ``-n NAME`` renames a run
+    (``experiment.name``) but its script stays ``experiment.mainfile`` (``distill.py``), so a renamed run is
+    still found."""
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    return {"$or": [{"experiment.name": _one_or_many(experiment)},
+                    {"experiment.mainfile": _one_or_many([f"{name}.py" for name in names])}]}
+
+
 def build_run_query(
     experiment: str | Iterable[str] | None = "distill",
     status: str | Iterable[str] | None = None,
@@ -111,7 +120,7 @@ def build_run_query(
     """One MongoDB filter document for the ``runs`` collection."""
     query: dict[str, Any] = {}
     if experiment is not None:
-        query["experiment.name"] = _one_or_many(experiment)
+        query.update(experiment_condition(experiment))
     if status is not None:
         query["status"] = _one_or_many(status)
     started = time_range(since, until)

@@ -159,9 +159,32 @@ def test_filters_as_users_write_them_run_in_the_database(database, mongo_url):
     finally:
         client.close()
     query = listener.filters[0]
-    assert query["experiment.name"] == "distill" and query["status"] == "COMPLETED"
+    assert query["$or"] == [{"experiment.name": "distill"}, {"experiment.mainfile": {"$in": ["distill.py"]}}]
+    assert query["status"] == "COMPLETED"
     assert query["config.student.layers"] == "random_init" and query["config.T"] == 2
     assert query["start_time"] == {"$gte": dt.datetime(2026, 11, 21)}
+
+
+def test_a_run_renamed_with_n_is_still_a_distillation_run(tmp_path, mongo_url, db_name, database):
+    """Sacred's `-n NAME` changes the run's display name; the analysis selects runs by their script, so a named
+    run (and the fine-tune linked to it) is not silently left out of the default table."""
+    import subprocess
+    import sys
+
+    from tests.distill_runner import PROJECT, check, run_env
+
+    check(subprocess.run([sys.executable, str(PROJECT / "experiments" / "distill.py"), "-n", "my-ablation", "with",
+                          "smoke", "max_steps=2", "eval_max_sequences=0", "progress_bar=False",
+                          f"output_dir={tmp_path / 'run'}"], env=run_env(mongo_url, db_name), cwd=PROJECT,
+                         capture_output=True, text=True, timeout=600))
+    (doc,) = list(database.runs.find({}, {"experiment": 1}))
+    assert doc["experiment"]["name"] == "my-ablation" and doc["experiment"]["mainfile"] == "distill.py"
+    runs = load_runs(db=database, metrics=False, downstream=False)
+    assert list(runs.index) == [doc["_id"]] and runs.loc[doc["_id"], "experiment"] == "my-ablation"
+    insert_run(database, 900, {"distill_run_id": doc["_id"], "task": "mr"}, experiment="finetune",
+               result={"macro_accuracy": 0.5, "tasks": {"mr": {"accuracy": 0.5}}})
+    database.runs.update_one({"_id": 900}, {"$set": {"experiment.name": "my-eval"}})  # renamed fine-tune too
+    assert load_runs(db=database, metrics=False).loc[doc["_id"], "downstream.run_id"] == 900
 
 
 def test_misspelt_config_key_is_an_error_not_an_empty_table(database):
