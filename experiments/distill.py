@@ -30,6 +30,7 @@ from kd_plugin.config import DistillConfig, declarable_loss_config  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
+from kd_plugin.export.model_card import FILE_STORAGE  # noqa: E402
 from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
 from kd_plugin.runtime.paths import CACHE, DS_CONFIGS  # noqa: E402
 from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
@@ -232,7 +233,8 @@ def validate(config, command_name, logger):
 @ex.main
 def main(_config, _run):
     with exit_on_config_error(), exit_on_divergence(_run.info):  # one line each; Sacred records FAILED
-        database = next((f"{o.display_url}/{o.db_name}" for o in _run.observers if hasattr(o, "display_url")), None)
+        database = next((f"{o.display_url}/{o.db_name}" for o in _run.observers if hasattr(o, "display_url")),
+                        next((f"{FILE_STORAGE}{o.basedir}" for o in _run.observers if hasattr(o, "basedir")), None))
         _run.info["text_checks"] = dict(TEXT_CHECKS)
         trainer = DistillationTrainer(DistillConfig.from_dict(_config), log_scalar=_run.log_scalar, info=_run.info,
                                       run_id=_run._id, database=database)

@@ -68,3 +68,12 @@ def test_file_storage_flag_gives_a_file_only_run_without_the_embedded_database(t
     (run_json,) = list(runs_dir.glob("*/run.json"))
     assert json.loads(run_json.read_text())["status"] == "COMPLETED"
     assert not (db_dir / "kd_server.json").exists() and "embedded SecantusDB" not in proc.stderr
+    # the card says the run id is a file-storage folder's, never a database run id it could be taken for
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
+    assert (f"Distilled by the Sacred file-storage run `{run_json.parent.name}` in `{runs_dir}`, a run folder, "
+            "not a database run id") in card
+    from kd_plugin.downstream.run_link import check_model_is_the_runs_student
+    from kd_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not the student of distill run"):
+        check_model_is_the_runs_student(str(tmp_path / "run" / "student"), int(run_json.parent.name), None)

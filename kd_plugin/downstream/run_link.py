@@ -173,7 +173,7 @@ def check_model_is_the_runs_student(model: str, run_id: Any, run: DistillRun | N
     if run is not None and run.student_dir and folder.is_dir() and folder.resolve() == Path(run.student_dir).resolve():
         return
     card = read_model_card(folder) if folder.is_dir() else None
-    if card is not None and card.run_id is not None and str(card.run_id) == str(run_id):
+    if card is not None and card.run_id is not None and not card.in_file_storage and str(card.run_id) == str(run_id):
         return
     whose = (f"its student is {run.student_dir!r}" if run is not None and run.student_dir else
              "the run could not be looked up" if run is None else "the run recorded no student")

@@ -46,6 +46,8 @@ OBJECTIVE_TEXT = {
 }
 
 
+FILE_STORAGE = "file storage "  # StudentCard.database of a run kept by Sacred's FileStorageObserver
+
 @dataclass(kw_only=True)
 class StudentCard:
     """Everything the model card says, as plain values (JSON-able through :meth:`to_client_state`).
@@ -82,7 +84,8 @@ class StudentCard:
     model_class: str = "DistilBertForMaskedLM"  # the student's transformers class
     objective: str = "masked_lm"  # masked_lm | causal_lm (what the held-out scores measure)
     run_id: int | str | None = None  # the Sacred run that distilled the student
-    database: str | None = None  # where that run is saved: "<url>/<db name>", password masked
+    database: str | None = None  # where that run is saved: "<url>/<db name>", password masked, or
+    # "file storage <dir>" for a run kept by Sacred's FileStorageObserver (its run id is that folder's)
     checkpoint: str | None = None  # the DeepSpeed tag the weights were exported from
     held_out: dict[str, dict[str, float]] | None = None
     downstream: dict[str, Any] | None = None
@@ -92,6 +95,11 @@ class StudentCard:
     def __post_init__(self) -> None:
         if self.database is not None:
             self.database = mask_url(str(self.database))
+
+    @property
+    def in_file_storage(self) -> bool:
+        """The run was kept in Sacred's file storage: ``run_id`` names a run folder, not a database run."""
+        return bool(self.database) and str(self.database).startswith(FILE_STORAGE)
 
     @property
     def effective_batch_size(self) -> int:
@@ -260,7 +268,11 @@ def render_body(card: StudentCard) -> str:
     if card.speed_up is not None:
         speed = f"{card.speed_up:.2f}x the sequences per second of `{card.speed_up_reference or card.teacher}`"
     provenance = f"Sacred run `{card.run_id}`" if card.run_id is not None else "an untracked run (no run id)"
-    if card.database:
+    if card.in_file_storage:
+        folder = card.database[len(FILE_STORAGE):]
+        provenance = (f"the Sacred file-storage run `{card.run_id}` in `{folder}`, a run folder, not a database run "
+                      f"id (`python -m kd_plugin.tracking.import_runs {folder}` gives it one, which then differs)")
+    elif card.database:
         provenance += f" in database `{card.database}`"
     sections = [
         f"# {model_name(card)}",
