@@ -4,7 +4,8 @@
     python -m analysis.ablation_report --csv analysis/results/ablation-2026-11-30.csv
 
 Both print the same markdown table (the README's): per variant, the number of seeds (the latest run of each
-seed counts), the held-out masked-token accuracy of the student and the downstream macro accuracy (mean ± std
+seed counts; the runs left out are listed below the table, with the verdicts that keeping the earliest run
+instead would flip), the held-out masked-token accuracy of the student and the downstream macro accuracy (mean ± std
 over seeds, in points), their difference to the full mixture, whether that difference exceeds two standard errors
 (``|Δ| > 2 sqrt(s_v²/n_v + s_full²/n_full)``), and the paper's GLUE-macro difference beside it. The CSV holds
 one row per distillation run (run ids of the distillation and of its downstream evaluation, variant, seed,
@@ -75,16 +76,54 @@ def _teacher_rows(sweep: str, url: str | None, db: str | None, distill_runs: pd.
     })
 
 
-def latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per (variant, seed): the latest (highest run id). A seed run twice (a sweep restarted after a
-    crash, a rerun) must not count twice in the mean or shrink the standard error."""
-    return runs.sort_values("run_id").drop_duplicates(["variant", "seed"], keep="last")
+def latest_per_seed(runs: pd.DataFrame, keep: str = "last") -> pd.DataFrame:
+    """One run per (variant, seed): the latest (highest run id; ``keep="first"``: the earliest). A seed run twice
+    (a sweep restarted after a crash, a rerun) must not count twice in the mean or shrink the standard error."""
+    return runs.sort_values("run_id").drop_duplicates(["variant", "seed"], keep=keep)
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
+def duplicate_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs :func:`latest_per_seed` leaves out, with the run kept in their place (``kept_run_id``)."""
+    kept = latest_per_seed(runs).set_index(["variant", "seed"])["run_id"]
+    dropped = runs[~runs["run_id"].isin(kept)].sort_values(["variant", "seed", "run_id"])
+    return dropped.assign(kept_run_id=[int(kept.loc[(v, s)]) for v, s in zip(dropped["variant"], dropped["seed"],
+                                                                                  strict=True)])
+
+
+def verdicts(table: pd.DataFrame) -> dict[tuple[str, str], bool]:
+    """{(variant, score): whether its difference to full exceeds two standard errors} (where one is defined)."""
+    out = {}
+    for variant in table.index:
+        for score in SCORES:
+            d, se = table.loc[variant, f"{score} delta"], table.loc[variant, f"{score} se"]
+            if variant not in (REFERENCE_VARIANT, TEACHER_ROW) and not math.isnan(se):
+                out[(variant, score)] = bool(abs(d) > 2 * se)
+    return out
+
+
+def duplicates_note(runs: pd.DataFrame) -> str:
+    """What the table left out and whether it matters: every duplicate run (a seed run more than once) named with
+    the run kept instead, and the verdicts that keeping the earliest run of each seed would flip ("" if none)."""
+    dropped = duplicate_runs(runs)
+    if dropped.empty:
+        return ""
+    lines = [f"{len(dropped)} run(s) left out: their seed was run more than once, and the latest run of each seed "
+             "counts:"]
+    lines += [f"- {row.variant} seed {row.seed}: run {row.run_id} (run {row.kept_run_id} counts)"
+              for row in dropped.itertuples()]
+    latest, earliest = verdicts(summary(runs)), verdicts(summary(runs, keep="first"))
+    flipped = [f"{variant} {score}" for (variant, score), beyond in latest.items()
+               if earliest.get((variant, score)) not in (None, beyond)]
+    lines.append("Keeping the earliest run of each seed instead would flip the > 2 SE verdict of: " + ", ".join(flipped)
+                 if flipped else "Keeping the earliest run of each seed instead flips no > 2 SE verdict.")
+    return "\n".join(lines)
+
+
+def summary(runs: pd.DataFrame, keep: str = "last") -> pd.DataFrame:
     """Per variant (teacher, then the paper's order): n, mean and std (points) from
-    :func:`analysis.ablation.ablation_table`, Δ to full and its standard error (``<score> se``)."""
-    runs = latest_per_seed(runs)
+    :func:`analysis.ablation.ablation_table`, Δ to full and its standard error (``<score> se``); one run per
+    seed (``keep``: the latest, or the earliest with "first")."""
+    runs = latest_per_seed(runs, keep)
     points = runs.assign(**{score: 100 * runs[score].astype(float) for score in SCORES})
     table = ablation_table(points, group_by="variant", metrics=list(SCORES), reference=None)
     if REFERENCE_VARIANT not in table.index:
@@ -142,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             runs[CSV_COLUMNS].to_csv(args.csv_out, index=False)
             print(f"wrote {args.csv_out} ({len(runs)} runs)", file=sys.stderr)
     print(markdown(summary(runs)))
+    note = duplicates_note(runs)
+    if note:
+        print(f"\n{note}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The README's Table-4 reproduction: its numbers are recomputed here independently (Python's statistics
+"""The Table-4 reproduction (docs/results.md): its numbers are recomputed here independently (Python's statistics
 module) from hand-made runs, and the table in the README is regenerated from the committed per-run CSV."""
 
 from __future__ import annotations
@@ -83,6 +83,32 @@ def test_a_seed_run_twice_counts_once_with_its_latest_run():
     assert table.loc["full", "held_out_accuracy mean"] == pytest.approx(statistics.mean(values))
 
 
+def test_the_report_lists_every_duplicate_and_the_verdicts_it_would_flip(tmp_path):
+    """Through the command line: a seed run twice is named with the run that counts instead, and when keeping
+    the other run would change a > 2 SE verdict, the report says which."""
+    import subprocess
+    import sys
+
+    flip = {"run_id": 99, "downstream_run_id": 199, "variant": "no_ce", "seed": 1,  # as good as full: no effect
+            "held_out_accuracy": 0.117, "downstream_macro": 0.757}
+    path = tmp_path / "runs.csv"
+    _runs([flip]).to_csv(path, index=False)
+    proc = subprocess.run([sys.executable, "-m", "analysis.ablation_report", "--csv", str(path)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    runs = _runs()
+    no_ce_first = int(runs[(runs.variant == "no_ce") & (runs.seed == 1)].run_id.iloc[0])
+    assert "1 run(s) left out: their seed was run more than once" in proc.stdout
+    assert f"- no_ce seed 1: run {no_ce_first} (run 99 counts)" in proc.stdout
+    latest = summary(_runs([flip]))
+    earliest = summary(_runs([flip]), keep="first")
+    flips = [s for s in ("held_out_accuracy", "downstream_macro")
+             if (abs(latest.loc["no_ce", f"{s} delta"]) > 2 * latest.loc["no_ce", f"{s} se"])
+             != (abs(earliest.loc["no_ce", f"{s} delta"]) > 2 * earliest.loc["no_ce", f"{s} se"])]
+    assert flips, "this data is built so that the duplicate decides a verdict"
+    assert ("would flip the > 2 SE verdict of: " + ", ".join(f"no_ce {s}" for s in flips)) in proc.stdout
+
+
 def test_the_csv_round_trip_prints_the_same_table(tmp_path, capsys, monkeypatch):
     path = tmp_path / "runs.csv"
     monkeypatch.setattr(ablation_report, "runs_from_database", lambda sweep, url, db: _runs())
@@ -96,10 +122,12 @@ def test_the_csv_round_trip_prints_the_same_table(tmp_path, capsys, monkeypatch)
 def test_the_readme_table_is_the_committed_csv():
     csvs = sorted((PROJECT / "analysis" / "results").glob("ablation-*.csv"))
     assert csvs, "the ablation's per-run CSV is committed under analysis/results/"
-    readme = (PROJECT / "README.md").read_text()
+    results = (PROJECT / "docs" / "results.md").read_text()
     table = markdown(summary(pd.read_csv(csvs[-1])))
-    assert table in readme, "README's ablation table differs from `python -m analysis.ablation_report --csv ...`"
-    assert re.search(rf"analysis\.ablation_report --csv {re.escape(str(csvs[-1].relative_to(PROJECT)))}", readme)
+    assert table in results, "docs/results.md's ablation table differs from `python -m analysis.ablation_report --csv`"
+    assert re.search(rf"analysis\.ablation_report --csv {re.escape(str(csvs[-1].relative_to(PROJECT)))}", results)
+    note = ablation_report.duplicates_note(pd.read_csv(csvs[-1]))
+    assert not note or note in results, "the runs the table leaves out are listed under it"
 
 
 def test_the_rows_come_from_the_sweeps_runs_in_the_database(database):  # noqa: F811
