@@ -62,6 +62,20 @@ def test_card_holds_hub_metadata_and_the_recipe(tmp_path):
     assert "1,234,567" in body and "48,794" in body and "4,386,178" in body
     assert "Sacred run `417`" in body and "db.example:27017/kd_plugin" in body
     assert read_model_card(tmp_path) == make_card()  # the card keeps its data: it can be rendered again
+    limitations = body.split("## Intended use and limitations\n\n", 1)[1].split("\n\n## ", 1)[0]
+    assert "trained on `wiki_leads` only (1,234,567 tokens seen)" in limitations
+    assert "inherits the teacher's (`bert-tiny-prepared`) biases" in limitations
+
+
+def test_the_card_is_readable_like_the_weights_beside_it(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_model_card(tmp_path, make_card())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp's 0600 would hide it from a shared folder's readers
 
 
 def test_a_card_without_scores_says_so_and_has_no_model_index(tmp_path):

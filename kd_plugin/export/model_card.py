@@ -304,16 +304,35 @@ def render_body(card: StudentCard) -> str:
             f"| teacher | {_number(card.teacher_n_parameters)} |",
         ]) + f"\n\nSpeed-up: {speed}.",
         ("## Evaluation\n\n" + _held_out_table(card) + "\n" + _downstream_section(card)).rstrip(),
+        "## Intended use and limitations\n\n" + _limitations(card),
         f"## Provenance\n\nDistilled by {provenance}. The run's config, metrics and checkpoints are recorded "
         "there; this card was written by `kd_plugin.export`.",
     ]
     return "\n\n".join(sections) + "\n"
 
 
+def _limitations(card: StudentCard) -> str:
+    """What the student is for and what it is not: said from the run's own facts."""
+    use = ("filling masked tokens and, fine-tuned, text classification or tagging" if card.objective == "masked_lm"
+           else "continuing text and, fine-tuned, text classification")
+    return (f"A research artefact: a smaller `{card.model_class}` for {use} where the teacher is too slow or too "
+            f"large, and a record of one distillation recipe. It was trained on `{card.corpus}` only "
+            f"({_number(card.tokens_seen)} tokens seen), so it knows that corpus's language and topics, inherits "
+            f"the teacher's (`{card.teacher}`) biases and errors, and is weaker than the teacher (see Evaluation). "
+            "It is not evaluated for safety, factual accuracy or any use where errors harm people; check its "
+            "licence against the teacher's and the corpus's before redistributing it.")
+
+
 # ---------------------------------------------------------------------------------------------------- files
 def render_model_card(card: StudentCard) -> ModelCard:
     text = f"---\n{card_data(card).to_yaml()}\n---\n\n{render_body(card)}"
     return ModelCard(mask_url(text))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_model_card(target_dir: str | Path, card: StudentCard) -> Path:
@@ -325,6 +344,7 @@ def write_model_card(target_dir: str | Path, card: StudentCard) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a card is published like the weights beside it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
