@@ -1,0 +1,89 @@
+"""Export the database records behind a result, to commit beside it: the figures can then be checked (and
+recomputed) without the database, which lives on one machine.
+
+    python -m analysis.export_records --run distill=1 --run finetune_student=4 --run finetune_teacher=5 \
+        --what "SmolLM2-135M -> 15 blocks (docs/results.md)" --out analysis/results/smollm2-135m-2026-12-05.json
+
+Each ``--run LABEL=ID`` adds that run's record: experiment, host, config, status, start/stop time, result,
+fail trace, the run's ``info`` without bulky or machine-private entries (metric ids, captured output) and the
+final value of every logged metric. The database URL is written with its password masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from analysis.connection import open_database, redact_url
+
+RECORD_FIELDS = ("experiment", "host", "config", "status", "start_time", "stop_time", "result", "fail_trace")
+INFO_LEFT_OUT = ("metrics",)  # the ids of the metric documents: meaningless outside that database
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able: datetimes as ISO text (UTC, as Sacred stores them), the rest as it is."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def export_run(database, run_id: int) -> dict[str, Any]:
+    """One run's record (see the module docstring); a KeyError when the database has no such run."""
+    doc = database.runs.find_one({"_id": run_id})
+    if doc is None:
+        raise KeyError(f"no run {run_id} in database {database.name!r}")
+    record = {key: doc.get(key) for key in RECORD_FIELDS if key in doc}
+    record["experiment"] = {k: v for k, v in (doc.get("experiment") or {}).items() if k in ("name", "mainfile")}
+    record["host"] = {k: v for k, v in (doc.get("host") or {}).items() if k != "ENV"}
+    record["info"] = {k: v for k, v in (doc.get("info") or {}).items() if k not in INFO_LEFT_OUT}
+    record["final_metrics"] = {
+        m["name"]: {"step": m["steps"][-1], "value": m["values"][-1]}
+        for m in database.metrics.find({"run_id": run_id}, {"name": 1, "steps": 1, "values": 1}) if m.get("steps")
+    }
+    record["run_id"] = run_id
+    return _plain(record)
+
+
+def export_records(runs: dict[str, int], what: str, url: str | None = None, db: str | None = None) -> dict:
+    database = open_database(url, db)
+    where = f"{redact_url(url) if url else 'the configured database'}, database {database.name}"
+    return {"what": what, "database": where, "runs": {label: export_run(database, run_id)
+                                                     for label, run_id in runs.items()}}
+
+
+def _label_and_id(text: str) -> tuple[str, int]:
+    label, sep, run_id = text.partition("=")
+    if not sep or not label or not run_id.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: LABEL=RUN_ID, e.g. distill=12")
+    return label, int(run_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.export_records", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=_label_and_id, action="append", required=True, metavar="LABEL=ID")
+    parser.add_argument("--what", required=True, help="one line: what the runs are and where their figures are used")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--url", default=None, help="MongoDB URL (default: the project's rule)")
+    parser.add_argument("--db", default=None, help="database name (default: KD_MONGO_DB, else kd_plugin)")
+    args = parser.parse_args(argv)
+    try:
+        exported = export_records(dict(args.run), args.what, args.url, args.db)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(exported, indent=1, sort_keys=False) + "\n")
+    print(f"wrote {args.out} ({len(args.run)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
