@@ -118,6 +118,22 @@ def test_batch_plan_and_written_config_agree(tmp_path):
         BatchSettings(16, 3, 4096).plan(2)
 
 
+def test_deepspeeds_throughput_timer_is_off_unless_the_json_asks_for_it(tmp_path):
+    """It synchronises the device twice per micro-batch; DeepSpeed's own config reads the generated block."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    optim = OptimSettings(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, warmup_proportion=0.05,
+                          max_grad_norm=5.0)
+    plan = BatchSettings(4, 1, None).plan(world_size=1)
+    for json_text, enabled in (('{"zero_optimization": {"stage": 2}}', False),
+                               ('{"zero_optimization": {"stage": 2}, "timers": {"throughput": {"enabled": true}}}',
+                                True)):
+        path = tmp_path / "ds.json"
+        path.write_text(json_text)
+        ds = build_ds_config(DeepSpeedSettings.from_path(path), plan, optim)
+        assert DeepSpeedConfig(ds).timers_config.enabled is enabled
+
+
 @pytest.mark.parametrize("effective, world, nearest", [(20, 1, "nearest 16 or 24"), (100, 2, "nearest 96 or 128"), (8, 1, "nearest 16 (")])
 def test_an_unreachable_effective_batch_is_refused_naming_the_nearest_valid_values(effective, world, nearest):
     with pytest.raises(ConfigError) as err:

@@ -44,6 +44,10 @@ def build_ds_config(settings: DeepSpeedSettings, plan: BatchPlan, optim: OptimSe
     ds["train_micro_batch_size_per_gpu"] = plan.micro_batch_size
     ds["gradient_accumulation_steps"] = plan.gradient_accumulation_steps
     ds["train_batch_size"] = plan.train_batch_size
+    # DeepSpeed's ThroughputTimer synchronises the device at every forward and every engine.step() (2 waits per
+    # micro-batch on a GPU); the trainer measures its own throughput at log points, so the timer is off unless
+    # the JSON asks for it.
+    ds.setdefault("timers", {"throughput": {"enabled": False}})
     return ds
 
 
