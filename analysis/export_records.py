@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.connection import open_database, redact_url
+from analysis.connection import open_database, redact_url, resolve_url
 
 RECORD_FIELDS = ("experiment", "host", "config", "status", "start_time", "stop_time", "result", "fail_trace")
 INFO_LEFT_OUT = ("metrics",)  # the ids of the metric documents: meaningless outside that database
@@ -54,7 +55,7 @@ def export_run(database, run_id: int) -> dict[str, Any]:
 
 def export_records(runs: dict[str, int], what: str, url: str | None = None, db: str | None = None) -> dict:
     database = open_database(url, db)
-    where = f"{redact_url(url) if url else 'the configured database'}, database {database.name}"
+    where = f"{redact_url(resolve_url(url))} ({socket.gethostname()}), database {database.name}"
     return {"what": what, "database": where, "runs": {label: export_run(database, run_id)
                                                      for label, run_id in runs.items()}}
 
