@@ -26,13 +26,14 @@ LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
-from kd_plugin.config import DistillConfig, declarable_loss_config  # noqa: E402
+from kd_plugin.config import DISTILL_BLOCKS, DistillConfig  # noqa: E402
+from kd_plugin.config.sacred_defaults import DeclaredConfig  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.export.model_card import FILE_STORAGE  # noqa: E402
 from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
-from kd_plugin.runtime.paths import CACHE, DS_CONFIGS  # noqa: E402
+from kd_plugin.runtime.paths import DS_CONFIGS  # noqa: E402
 from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
 from kd_plugin.teacher_catalogue import architecture_source  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
@@ -43,82 +44,14 @@ from kd_plugin.training.resume_checks import check_resume  # noqa: E402
 from kd_plugin.training.teacher_checks import check_against_teacher  # noqa: E402
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
-EXTRA_LOSS_WEIGHTS, LOSS_OPTIONS = declarable_loss_config()
 TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
 ex = Experiment("distill", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
 
-@ex.config
-def config():
-    seed = 42  # one seed for every rank: data order, masking, student init, dropout
-    teacher = "bert-tiny-prepared"  # catalogue name (bert-tiny-prepared, minilm-l6-prepared, bert-tiny, random-tiny),
-    # a local directory, or a hub id when online; "*-prepared" teachers are MLM-trained once, then cached
-    student = dict(
-        architecture="distilbert",  # distilbert (BERT/RoBERTa teachers) | same: the teacher's class, fewer blocks
-        n_layers=None,  # null = half the teacher's layers
-        layers="alternate",  # alternate | distilbert_release | first | last | uniform | random_init | [i, j, ...]
-        fold_token_type_embedding=True,  # add the teacher's token-type-0 row into the position embeddings
-        dropout=None,  # null = the teacher's dropout
-    )
-    T = 2.0  # softmax temperature of the soft-target loss (teacher and student), 1 at inference
-    alpha_ce = 5.0  # soft-target KL * T^2
-    alpha_mlm = 2.0  # masked-LM cross-entropy (masked-LM teachers)
-    alpha_clm = 0.0  # causal-LM (next-token) cross-entropy (causal-LM teachers: GPT-2, Llama, Qwen2)
-    alpha_cos = 1.0  # cosine alignment of hidden states (last layer unless loss_options.cos.layers)
-    alpha_mse = 0.0  # MSE between logits
-    loss_weights = dict(EXTRA_LOSS_WEIGHTS)  # the registry's other terms (0 = off), e.g. loss_weights.hidden_mse=1
-    loss_options = dict(LOSS_OPTIONS)  # per-term options, e.g. loss_options.ce.rows=masked, loss_options.cos.layers=[[1,2]]
-    masking = dict(
-        mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1, keep_fraction=0.1,
-        smoothing=0.7,  # selection weight counts ** -smoothing (0 = uniform)
-        count_special_tokens=False,  # True: the original code's count of maskable tokens includes [CLS]/[SEP]
-        random_tokens="non_special",  # whole_vocabulary: the original code's random replacements (may be special)
-    )
-    data = dict(
-        corpus="wiki_leads",  # packaged corpus name, local .txt/.jsonl/.parquet path, or hub dataset id
-        max_seq_length=128,  # longer documents are split into several sequences, never dropped
-        held_out_fraction=0.02,  # documents held out for evaluation, by a hash of their text (seed-independent)
-        max_documents=None,  # use only the first N documents (quick runs)
-        sample_by="line",  # how local .txt files are cut into documents: line | paragraph
-        text_column="text",  # the text field of a local .jsonl/.parquet file or hub dataset
-        encoding="utf-8",  # how local .txt/.jsonl/.json files are decoded, e.g. latin-1 (parquet, packaged, hub: utf-8)
-        cache_dir=str(CACHE / "datasets"),
-        text_checks="refuse",  # a sample the teacher's tokenizer makes garbage of (unknown tokens, tokens per char,
-        # [MASK]-style markup, mis-decoded words): refuse | warn | off (kd_plugin/data/text_checks.py)
-        pad_token=None,  # null = the tokenizer's own; eos: pad with its end-of-text token (GPT-2, Llama have none)
-    )
-    batch = dict(
-        micro_batch_size=16,  # sequences per rank per forward pass
-        gradient_accumulation_steps=None,  # null = 1, or derived from effective_batch_size
-        effective_batch_size=None,  # target sequences per optimizer step (the paper: ~4096)
-    )
-    optim = dict(
-        lr=5e-4, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.0, warmup_proportion=0.05, max_grad_norm=5.0,
-        no_decay="layer_norms",  # original: only names containing bias / LayerNorm.weight (as distiller.py)
-        schedule_extra_step=False,  # True: plan the linear schedule for max_steps + 1 (as distiller.py)
-    )
-    max_steps = 150  # optimizer steps; or set epochs (and max_steps=None). 150 x 16 sequences: ~5 min on 2 cores
-    epochs = None
-    deepspeed_config = str(DS_CONFIGS / "zero2.json")
-    performance = dict(  # how fast, never what is computed (see README "Speed")
-        attn_implementation="auto",  # auto = fused SDPA, eager when a loss term reads attention probabilities
-        logit_chunk_rows=1024,  # rows per chunk of the logit losses (bounds fp32 temporaries); null = all at once
-        compile=False,  # torch.compile the student's and the teacher's forward
-        prefetch_batches=2,  # micro-batches collated and masked ahead by a background thread (0 = in the loop)
-        pin_memory="auto",  # pinned host batches for asynchronous copies: auto = on CUDA
-        pad_to_multiple_of=None,  # null = 8 on CUDA (tensor-core shapes), 1 on CPU
-        profile_phases=False,  # synchronised per-phase timing into the run's info (slower; for profiling)
-    )
-    log_every = 10  # optimizer steps between logged metric points
-    checkpoint_every = 100  # optimizer steps between checkpoints (null = only at the end)
-    checkpoint_keep = 2  # keep the newest N checkpoints (older ones are deleted; the final one is always kept)
-    monitors = []  # DeepSpeed monitors that also get every logged metric: tensorboard, csv_monitor, wandb
-    output_dir = None  # null = outputs/distill/<time>-<config hash>
-    resume = None  # a <output_dir>/checkpoints directory to continue from
-    stop_at_step = None  # end this run early at this step (schedule still planned for max_steps); resume later
-    progress_bar = True  # a tqdm bar; False: one plain log line per log point (for log files)
-    eval_max_sequences = 1000  # held-out sequences for the final masked-token accuracy of teacher and student (0 = skip)
+# Every setting's default and print_config comment come from its one declaration (kd_plugin/config/distill.py);
+# an entry of ex.configurations is evaluated like a config scope (add_config would wrap it as a plain dict).
+ex.configurations.append(DeclaredConfig(DISTILL_BLOCKS))
 
 
 @ex.named_config

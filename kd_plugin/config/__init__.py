@@ -4,18 +4,22 @@ from kd_plugin.config.batch import BatchPlan, BatchSettings
 from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.distill import (
     ALPHA_KEYS,
+    DISTILL_BLOCKS,
     DataSettings,
     DistillConfig,
     PerformanceSettings,
     RunSettings,
     StudentSettings,
     declarable_loss_config,
+    distill_defaults,
+    distill_docs,
     mixture_declaration,
 )
 from kd_plugin.config.optim import OptimSettings
 
 __all__ = [
     "ALPHA_KEYS",
+    "DISTILL_BLOCKS",
     "BatchPlan",
     "BatchSettings",
     "DataSettings",
@@ -26,5 +30,7 @@ __all__ = [
     "RunSettings",
     "StudentSettings",
     "declarable_loss_config",
+    "distill_defaults",
+    "distill_docs",
     "mixture_declaration",
 ]

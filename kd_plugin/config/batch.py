@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kd_plugin import validation as values
+from kd_plugin.config.declarations import Block, setting
 from kd_plugin.errors import ConfigError
-
-BATCH_KEYS = ("micro_batch_size", "gradient_accumulation_steps", "effective_batch_size")
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,15 @@ class BatchPlan:
 class BatchSettings:
     """``batch.*``: a micro-batch size and either an accumulation count or a target effective batch."""
 
-    micro_batch_size: int
-    gradient_accumulation_steps: int | None
-    effective_batch_size: int | None
+    micro_batch_size: int = setting(16, "sequences per rank per forward pass", values.integer)
+    gradient_accumulation_steps: int | None = setting(None, "null = 1, or derived from effective_batch_size",
+                                                      partial(values.integer, allow_none=True))
+    effective_batch_size: int | None = setting(None, "target sequences per optimizer step (the paper: ~4096)",
+                                               partial(values.integer, allow_none=True))
 
     @classmethod
     def from_dict(cls, batch: Mapping[str, Any]) -> BatchSettings:
-        micro = values.integer(batch.get("micro_batch_size"), "batch.micro_batch_size")
-        accumulation = values.integer(batch.get("gradient_accumulation_steps"), "batch.gradient_accumulation_steps",
-                                      allow_none=True)
-        effective = values.integer(batch.get("effective_batch_size"), "batch.effective_batch_size", allow_none=True)
-        return cls(micro, accumulation, effective)
+        return cls(**BATCH.parse(batch))
 
     def plan(self, world_size: int) -> BatchPlan:
         """Accumulation from an explicit value, or from the target effective batch (which must be reachable)."""
@@ -68,3 +66,8 @@ class BatchSettings:
                 "set only one of the two (the other null)",
             )
         return BatchPlan(self.micro_batch_size, accumulation, world_size)
+
+
+BATCH = Block.of("batch", "a micro-batch size and either an accumulation count or a target effective batch",
+                 BatchSettings)
+BATCH_KEYS = BATCH.names()

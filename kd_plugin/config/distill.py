@@ -5,6 +5,11 @@ and main function) and by the benchmark; everything below it (trainer, model ass
 takes the typed object and never looks a string key up again. Every check raises ``ConfigError`` under the key
 the user types (``alpha_ce``, ``batch.micro_batch_size``, ``loss_options.cos.layers``, ...).
 
+Each setting is declared once (:mod:`kd_plugin.config.declarations`): its block's dataclass field holds its
+default, one-line doc and check; the experiment's Sacred defaults and ``print_config`` comments
+(:func:`distill_defaults`, :func:`distill_docs`), each ``from_dict``'s parse and the README table check are
+derived from ``DISTILL_BLOCKS``.
+
 Blocks and the user's keys::
 
     seed, teacher                                    top level
@@ -23,22 +28,26 @@ Blocks and the user's keys::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kd_plugin import validation as values
-from kd_plugin.config.batch import BATCH_KEYS, BatchSettings
+from kd_plugin.config.batch import BATCH, BatchSettings
+from kd_plugin.config.declarations import Block, Setting, flat_docs, nested_defaults, setting
 from kd_plugin.config.deepspeed import DeepSpeedSettings
-from kd_plugin.config.optim import OptimSettings
+from kd_plugin.config.optim import OPTIM, OptimSettings
 from kd_plugin.config.resume import find_checkpoint_dir
 from kd_plugin.data.corpus_sources import check_sample_by
 from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
 from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
+from kd_plugin.losses.mixture import check_temperature, check_weight
 from kd_plugin.losses.term import OPTIONS_KEY, WEIGHTS_KEY
 from kd_plugin.masking import MaskingConfig
+from kd_plugin.runtime.paths import CACHE, DS_CONFIGS
 from kd_plugin.student.architectures import STUDENT_ARCHITECTURES
 from kd_plugin.student.layer_selection import LAYER_STRATEGIES
 
@@ -47,147 +56,143 @@ from kd_plugin.student.layer_selection import LAYER_STRATEGIES
 ALPHA_KEYS = {"alpha_ce": "ce", "alpha_mlm": "mlm", "alpha_clm": "clm", "alpha_cos": "cos", "alpha_mse": "mse"}
 ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 PAD_TOKENS = ("eos",)  # data.pad_token: what pads a tokenizer that has no pad token (null = its own)
+MONITORS = ("tensorboard", "csv_monitor", "wandb")
+
+optional_integer = partial(values.integer, allow_none=True)
+
+
+def _layers(value: Any, key: str) -> str | tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(values.integer(i, key, minimum=0) for i in value)
+    if value not in LAYER_STRATEGIES:
+        raise ConfigError(key, f"unknown layer strategy {value!r}",
+                          ", ".join(LAYER_STRATEGIES.names()) + ", or a sorted list of teacher layer indices")
+    return value
 
 
 @dataclass(frozen=True)
 class StudentSettings:
-    architecture: str  # distilbert | same (the teacher's own class): kd_plugin.student.architectures
-    n_layers: int | None  # null = half the teacher's layers
-    layers: str | tuple[int, ...]  # a strategy name or explicit teacher layer indices
-    fold_token_type_embedding: bool
-    dropout: float | None  # null = the teacher's dropout
+    architecture: str = setting("distilbert", "distilbert (BERT/RoBERTa teachers) | same: the teacher's class, "
+                                "fewer blocks", lambda v, k: values.choice(v, k, STUDENT_ARCHITECTURES.names()))
+    n_layers: int | None = setting(None, "null = half the teacher's layers", optional_integer)
+    layers: str | tuple[int, ...] = setting("alternate", "alternate | distilbert_release | first | last | uniform | "
+                                            "random_init | [i, j, ...] (teacher layer indices)", _layers)
+    fold_token_type_embedding: bool = setting(True, "add the teacher's token-type-0 row into the position embeddings",
+                                              values.flag)
+    dropout: float | None = setting(None, "null = the teacher's dropout",
+                                    partial(values.number, low=0.0, high=1.0, high_open=True, allow_none=True))
 
     @classmethod
     def from_dict(cls, student: Mapping[str, Any]) -> StudentSettings:
-        layers = student.get("layers")
-        if isinstance(layers, (list, tuple)):
-            layers = tuple(values.integer(i, "student.layers", minimum=0) for i in layers)
-        else:
-            if layers not in LAYER_STRATEGIES:
-                raise ConfigError("student.layers", f"unknown layer strategy {layers!r}",
-                                  ", ".join(LAYER_STRATEGIES.names()) + ", or a sorted list of teacher layer indices")
-        return cls(
-            architecture=values.choice(student.get("architecture", "distilbert"), "student.architecture",
-                                       STUDENT_ARCHITECTURES.names()),
-            n_layers=values.integer(student.get("n_layers"), "student.n_layers", allow_none=True),
-            layers=layers,
-            fold_token_type_embedding=values.flag(student.get("fold_token_type_embedding"),
-                                                  "student.fold_token_type_embedding"),
-            dropout=values.number(student.get("dropout"), "student.dropout", 0.0, 1.0, high_open=True,
-                                  allow_none=True),
-        )
+        return cls(**STUDENT.parse(student))
+
+
+def _pad_token(value: Any, key: str) -> str | None:
+    return None if value is None else values.choice(value, key, PAD_TOKENS)
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    corpus: str  # packaged corpus name, local .txt/.jsonl/.parquet, or hub dataset id
-    max_seq_length: int
-    held_out_fraction: float
-    max_documents: int | None
-    sample_by: str
-    text_column: str
-    encoding: str  # how local .txt/.jsonl/.json files are decoded (Python codec name); utf-8 for other sources
-    cache_dir: Path
-    pad_token: str | None  # null = the tokenizer's own; "eos" = pad with its end-of-text token
-    text_checks: str  # refuse | warn | off: a corpus sample the teacher's tokenizer makes garbage of (text_checks)
+    corpus: str = setting("wiki_leads", "packaged corpus name, local .txt/.jsonl/.parquet path, or hub dataset id",
+                          partial(values.text, what="a corpus name or path"))
+    max_seq_length: int = setting(128, "longer documents are split into several sequences, never dropped",
+                                  partial(values.integer, minimum=8, maximum=512))
+    held_out_fraction: float = setting(0.02, "documents held out for evaluation, by a hash of their text "
+                                       "(seed-independent)",
+                                       partial(values.number, low=0.0, high=1.0, high_open=True))
+    max_documents: int | None = setting(None, "use only the first N documents (quick runs)", optional_integer)
+    sample_by: str = setting("line", "how local .txt files are cut into documents: line | paragraph",
+                             lambda v, k: check_sample_by(v))
+    text_column: str = setting("text", "the text field of a local .jsonl/.parquet file or hub dataset",
+                               partial(values.text, what="a column name"))
+    encoding: str = setting("utf-8", "how local .txt/.jsonl/.json files are decoded, e.g. latin-1 (parquet, "
+                            "packaged, hub: utf-8)", partial(values.text, what="a text encoding name"))
+    cache_dir: Path = setting(str(CACHE / "datasets"), "where tokenized datasets are cached",
+                              lambda v, k: Path(values.text(v, k, what="a directory")))
+    pad_token: str | None = setting(None, "null = the tokenizer's own; eos: pad with its end-of-text token "
+                                    "(GPT-2, Llama have none)", _pad_token)
+    text_checks: str = setting("refuse", "a corpus sample the teacher's tokenizer makes garbage of (unknown tokens, "
+                               "[MASK]-style markup, mis-decoded words): refuse | warn | off",
+                               partial(values.choice, choices=TEXT_CHECKS))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSettings:
-        max_len = values.integer(data.get("max_seq_length"), "data.max_seq_length", minimum=8, maximum=512)
-        return cls(
-            corpus=values.text(data.get("corpus"), "data.corpus", what="a corpus name or path"),
-            max_seq_length=max_len,
-            held_out_fraction=values.number(data.get("held_out_fraction"), "data.held_out_fraction", 0.0, 1.0,
-                                            high_open=True),
-            max_documents=values.integer(data.get("max_documents"), "data.max_documents", allow_none=True),
-            sample_by=check_sample_by(data.get("sample_by")),
-            text_column=values.text(data.get("text_column"), "data.text_column", what="a column name"),
-            encoding=values.text(data.get("encoding", "utf-8"), "data.encoding", what="a text encoding name"),
-            cache_dir=Path(values.text(data.get("cache_dir"), "data.cache_dir", what="a directory")),
-            pad_token=None if data.get("pad_token") is None else values.choice(data.get("pad_token"),
-                                                                               "data.pad_token", PAD_TOKENS),
-            text_checks=values.choice(data.get("text_checks", "refuse"), "data.text_checks", TEXT_CHECKS),
-        )
+        return cls(**DATA.parse(data))
+
+
+def _pin_memory(value: Any, key: str) -> str:
+    if value not in ("auto", True, False):
+        raise ConfigError(key, f"{value!r}", "auto, true, false")
+    return str(value).lower()
 
 
 @dataclass(frozen=True)
 class PerformanceSettings:
     """How fast the same computation runs; none of these changes a loss value beyond float rounding."""
 
-    attn_implementation: str  # auto = sdpa, or eager when a loss term reads attention probabilities
-    logit_chunk_rows: int | None  # rows per chunk of the logit-level losses (memory); null = all at once
-    compile: bool  # torch.compile the student's and the frozen teacher's forward
-    prefetch_batches: int  # micro-batches prepared ahead by a background thread (0 = in the loop)
-    pin_memory: str  # auto (on CUDA), true, false
-    pad_to_multiple_of: int | None  # null = 8 on CUDA (tensor cores, fewer shapes), 1 on CPU
-    profile_phases: bool  # synchronised per-phase timing (slows the loop; for the benchmark)
+    attn_implementation: str = setting("auto", "auto = fused SDPA, eager when a loss term reads attention "
+                                       "probabilities", partial(values.choice, choices=ATTENTION_IMPLEMENTATIONS))
+    logit_chunk_rows: int | None = setting(1024, "rows per chunk of the logit losses (bounds fp32 temporaries); "
+                                           "null = all at once", optional_integer)
+    compile: bool = setting(False, "torch.compile the student's and the teacher's forward", values.flag)
+    prefetch_batches: int = setting(2, "micro-batches collated and masked ahead by a background thread "
+                                    "(0 = in the loop)", partial(values.integer, minimum=0, maximum=64))
+    pin_memory: str = setting("auto", "pinned host batches for asynchronous copies: auto = on CUDA", _pin_memory)
+    pad_to_multiple_of: int | None = setting(None, "null = 8 on CUDA (tensor-core shapes), 1 on CPU",
+                                             partial(values.integer, maximum=128, allow_none=True))
+    profile_phases: bool = setting(False, "synchronised per-phase timing into the run's info (slower; for "
+                                   "profiling)", values.flag)
 
     @classmethod
     def from_dict(cls, performance: Mapping[str, Any]) -> PerformanceSettings:
-        pin = performance.get("pin_memory")
-        if pin not in ("auto", True, False):
-            raise ConfigError("performance.pin_memory", f"{pin!r}", "auto, true, false")
-        return cls(
-            attn_implementation=values.choice(performance.get("attn_implementation"),
-                                              "performance.attn_implementation", ATTENTION_IMPLEMENTATIONS),
-            logit_chunk_rows=values.integer(performance.get("logit_chunk_rows"), "performance.logit_chunk_rows",
-                                            allow_none=True),
-            compile=values.flag(performance.get("compile"), "performance.compile"),
-            prefetch_batches=values.integer(performance.get("prefetch_batches"), "performance.prefetch_batches",
-                                            minimum=0, maximum=64),
-            pin_memory=str(pin).lower(),
-            pad_to_multiple_of=values.integer(performance.get("pad_to_multiple_of"),
-                                              "performance.pad_to_multiple_of", maximum=128, allow_none=True),
-            profile_phases=values.flag(performance.get("profile_phases"), "performance.profile_phases"),
-        )
+        return cls(**PERFORMANCE.parse(performance))
+
+
+def _monitors(value: Any, key: str = "monitors") -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(key, f"{value!r} is not a list", f"a list of {', '.join(MONITORS)}")
+    return tuple(values.choice(v, key, MONITORS) for v in value)
+
+
+def _directory(value: Any, key: str) -> Path | None:
+    return None if value is None else Path(values.text(value, key, what="a directory"))
+
+
+def _resume(value: Any, key: str) -> Path | None:
+    return None if value is None else find_checkpoint_dir(values.text(value, key, what="a checkpoint directory"))
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """How long, how often: the schedule length and the step callbacks' periods."""
 
-    max_steps: int | None
-    epochs: float | None
-    stop_at_step: int | None
-    log_every: int
-    checkpoint_every: int | None
-    checkpoint_keep: int  # the newest N checkpoints are kept, older ones deleted
-    monitors: tuple[str, ...]  # DeepSpeed monitors fed every logged metric: tensorboard, csv_monitor, wandb
-    output_dir: Path | None
-    resume: Path | None  # the checkpoints folder to continue from (checked to hold one)
-    progress_bar: bool
-    eval_max_sequences: int | None
+    max_steps: int | None = setting(150, "optimizer steps; or set epochs (and max_steps=None). 150 x 16 sequences: "
+                                    "~5 min on 2 cores", optional_integer)
+    epochs: float | None = setting(None, "passes over the training documents, instead of max_steps (null)",
+                                   partial(values.number, low=0.0, high=1000.0, low_open=True, allow_none=True))
+    stop_at_step: int | None = setting(None, "end this run early at this step (schedule still planned for "
+                                       "max_steps); resume later", optional_integer)
+    log_every: int = setting(10, "optimizer steps between logged metric points", values.integer)
+    checkpoint_every: int | None = setting(100, "optimizer steps between checkpoints (null = only at the end)",
+                                           optional_integer)
+    checkpoint_keep: int = setting(2, "keep the newest N checkpoints (older ones are deleted; the final one is "
+                                   "always kept)", values.integer)
+    monitors: tuple[str, ...] = setting([], "DeepSpeed monitors that also get every logged metric: "
+                                        + ", ".join(MONITORS), _monitors)
+    output_dir: Path | None = setting(None, "null = outputs/distill/<time>-<config hash>", _directory)
+    resume: Path | None = setting(None, "a <output_dir>/checkpoints directory to continue from", _resume)
+    progress_bar: bool = setting(True, "a tqdm bar; False: one plain log line per log point (for log files)",
+                                 values.flag)
+    eval_max_sequences: int | None = setting(1000, "held-out sequences for the final masked-token accuracy of "
+                                             "teacher and student (0 = skip)",
+                                             partial(values.integer, minimum=0, allow_none=True))
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> RunSettings:
         if (cfg.get("max_steps") is None) == (cfg.get("epochs") is None):
             raise ConfigError("max_steps", "set exactly one of max_steps and epochs (the other null)",
                               "max_steps >= 1 with epochs=null, or epochs > 0 with max_steps=null")
-        output_dir, resume = cfg.get("output_dir"), cfg.get("resume")
-        return cls(
-            max_steps=values.integer(cfg.get("max_steps"), "max_steps", allow_none=True),
-            epochs=values.number(cfg.get("epochs"), "epochs", 0.0, 1000.0, low_open=True, allow_none=True),
-            stop_at_step=values.integer(cfg.get("stop_at_step"), "stop_at_step", allow_none=True),
-            log_every=values.integer(cfg.get("log_every"), "log_every"),
-            checkpoint_every=values.integer(cfg.get("checkpoint_every"), "checkpoint_every", allow_none=True),
-            checkpoint_keep=values.integer(cfg.get("checkpoint_keep", 2), "checkpoint_keep"),
-            monitors=_monitors(cfg.get("monitors", [])),
-            output_dir=None if output_dir is None else Path(values.text(output_dir, "output_dir", what="a directory")),
-            resume=None if resume is None else find_checkpoint_dir(values.text(resume, "resume",
-                                                                              what="a checkpoint directory")),
-            progress_bar=values.flag(cfg.get("progress_bar", True), "progress_bar"),
-            eval_max_sequences=values.integer(cfg.get("eval_max_sequences"), "eval_max_sequences", minimum=0,
-                                              allow_none=True),
-        )
-
-
-MONITORS = ("tensorboard", "csv_monitor", "wandb")
-
-
-def _monitors(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError("monitors", f"{value!r} is not a list", f"a list of {', '.join(MONITORS)}")
-    return tuple(values.choice(v, "monitors", MONITORS) for v in value)
+        return cls(**RUN.parse(cfg))
 
 
 def mixture_declaration(cfg: Mapping[str, Any]) -> MixtureDeclaration:
@@ -223,17 +228,25 @@ def declarable_loss_config() -> tuple[dict[str, float], dict[str, dict[str, Any]
     return weights, {name: opts for name, opts in options.items() if opts}
 
 
+def _deepspeed(value: Any, key: str) -> DeepSpeedSettings:
+    return DeepSpeedSettings.from_path(values.text(value, key, what="a JSON file"))
+
+
 @dataclass(frozen=True)
 class DistillConfig:
-    seed: int
-    teacher: str
+    seed: int = setting(42, "one seed for every rank: data order, masking, student init, dropout",
+                        partial(values.integer, minimum=0, maximum=2**32 - 1))  # numpy's seed range
+    teacher: str = setting("bert-tiny-prepared", "catalogue name (bert-tiny-prepared, minilm-l6-prepared, bert-tiny, "
+                           "random-tiny, ...), a local directory, or a hub id when online",
+                           partial(values.text, what="a catalogue name, directory or hub id"))
     student: StudentSettings
     loss: MixtureDeclaration
     masking: MaskingConfig
     data: DataSettings
     batch: BatchSettings
     optim: OptimSettings
-    deepspeed: DeepSpeedSettings
+    deepspeed: DeepSpeedSettings = setting(str(DS_CONFIGS / "zero2.json"), "DeepSpeed's own JSON: ZeRO stage, "
+                                           "offload, precision (ds_configs/README.md)", _deepspeed)
     performance: PerformanceSettings
     run: RunSettings
     raw: Mapping[str, Any] = field(repr=False, compare=False)  # the config as given (for the run's digest)
@@ -241,19 +254,65 @@ class DistillConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> DistillConfig:
         """Parse and validate everything that needs no model (the teacher's checks: ``check_against_teacher``)."""
+        top = TOP.parse(cfg)
         return cls(
-            seed=values.integer(cfg.get("seed"), "seed", minimum=0, maximum=2**32 - 1),  # numpy's seed range
-            teacher=values.text(cfg.get("teacher"), "teacher", what="a catalogue name, directory or hub id"),
-            student=StudentSettings.from_dict(values.block(cfg, "student", StudentSettings.__dataclass_fields__)),
+            seed=top["seed"],
+            teacher=top["teacher"],
+            student=StudentSettings.from_dict(values.block(cfg, "student", STUDENT.names())),
             loss=mixture_declaration(cfg),
-            masking=MaskingConfig.from_dict(values.block(cfg, "masking", MaskingConfig.__dataclass_fields__)),
-            data=DataSettings.from_dict(values.block(cfg, "data", DataSettings.__dataclass_fields__)),
-            batch=BatchSettings.from_dict(values.block(cfg, "batch", BATCH_KEYS)),
-            optim=OptimSettings.from_dict(values.block(cfg, "optim", OptimSettings.__dataclass_fields__)),
-            deepspeed=DeepSpeedSettings.from_path(values.text(cfg.get("deepspeed_config"), "deepspeed_config",
-                                                              what="a JSON file")),
-            performance=PerformanceSettings.from_dict(
-                values.block(cfg, "performance", PerformanceSettings.__dataclass_fields__)),
+            masking=MaskingConfig.from_dict(values.block(cfg, "masking", MASKING.names())),
+            data=DataSettings.from_dict(values.block(cfg, "data", DATA.names())),
+            batch=BatchSettings.from_dict(values.block(cfg, "batch", BATCH.names())),
+            optim=OptimSettings.from_dict(values.block(cfg, "optim", OPTIM.names())),
+            deepspeed=top["deepspeed_config"],
+            performance=PerformanceSettings.from_dict(values.block(cfg, "performance", PERFORMANCE.names())),
             run=RunSettings.from_dict(cfg),
             raw=MappingProxyType(dict(cfg)),
         )
+
+
+# Every distill setting, declared once: a block's dataclass fields above (their ``setting(...)``), or records
+# where the parse is another package's (the loss mixture: kd_plugin.losses; masking: kd_plugin.masking).
+EXTRA_LOSS_WEIGHTS, LOSS_OPTIONS = declarable_loss_config()
+TOP = Block.of("", "the teacher, the seed and the DeepSpeed file", DistillConfig, deepspeed="deepspeed_config")
+LOSS = Block.from_records(
+    "", "the loss mixture (checked by kd_plugin.losses' MixtureDeclaration.validate)",
+    T=Setting(2.0, "softmax temperature of the soft-target loss (teacher and student), 1 at inference",
+              check_temperature),
+    alpha_ce=Setting(5.0, "soft-target KL * T^2", check_weight),
+    alpha_mlm=Setting(2.0, "masked-LM cross-entropy (masked-LM teachers)", check_weight),
+    alpha_clm=Setting(0.0, "causal-LM (next-token) cross-entropy (causal-LM teachers: GPT-2, Llama, Qwen2)",
+                      check_weight),
+    alpha_cos=Setting(1.0, "cosine alignment of hidden states (last layer unless loss_options.cos.layers)",
+                      check_weight),
+    alpha_mse=Setting(0.0, "MSE between logits", check_weight),
+    loss_weights=Setting(EXTRA_LOSS_WEIGHTS, "the registry's other terms (0 = off), e.g. loss_weights.hidden_mse=1"),
+    loss_options=Setting(LOSS_OPTIONS, "per-term options, e.g. loss_options.ce.rows=masked, "
+                         "loss_options.cos.layers=[[1,2]]"),
+)
+MASKING_DOCS = {  # the defaults are MaskingConfig's own (kd_plugin.masking, which also checks the values)
+    "mlm_probability": "share of the maskable tokens selected as targets",
+    "mask_fraction": "share of the targets replaced by [MASK]",
+    "random_fraction": "share of the targets replaced by a random token",
+    "keep_fraction": "share of the targets left as they are",
+    "smoothing": "selection weight counts ** -smoothing (0 = uniform)",
+    "count_special_tokens": "True: the original code's count of maskable tokens includes [CLS]/[SEP]",
+    "random_tokens": "non_special | whole_vocabulary: the original code's random replacements (may be special)",
+}
+MASKING = Block.from_records("masking", "dynamic masking of the masked-LM targets (kd_plugin.masking)",
+                             **{f.name: Setting(f.default, MASKING_DOCS[f.name]) for f in fields(MaskingConfig)})
+STUDENT = Block.of("student", "which student: its class, depth, the teacher layers it starts from", StudentSettings)
+DATA = Block.of("data", "the corpus, how it is cut into sequences, and the held-out share", DataSettings)
+PERFORMANCE = Block.of("performance", "how fast, never what is computed (see README \"Speed\")", PerformanceSettings)
+RUN = Block.of("", "how long, how often: schedule length, logging, checkpoints, output", RunSettings)
+DISTILL_BLOCKS = (TOP, LOSS, STUDENT, MASKING, DATA, BATCH, OPTIM, PERFORMANCE, RUN)
+
+
+def distill_defaults() -> dict[str, Any]:
+    """The distill experiment's default config (what ``print_config`` shows, less Sacred's ``tracking`` block)."""
+    return nested_defaults(DISTILL_BLOCKS)
+
+
+def distill_docs() -> dict[str, str]:
+    """``{dotted key: one-line doc}`` for every distill setting and block (``print_config``'s comments)."""
+    return flat_docs(DISTILL_BLOCKS)

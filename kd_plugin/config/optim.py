@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kd_plugin import validation as values
+from kd_plugin.config.declarations import Block, setting
 from kd_plugin.errors import ConfigError
 
 # Which parameters are spared weight decay: biases and every layer-norm weight (DistilBERT names them
@@ -17,39 +19,42 @@ from kd_plugin.errors import ConfigError
 NO_DECAY_RULES = ("layer_norms", "original")
 
 
+def _betas(value: Any, key: str) -> tuple[float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ConfigError(key, f"{value!r} is not a pair", "[beta1, beta2], each in [0, 1)")
+    return tuple(values.number(b, f"{key}[{i}]", 0.0, 1.0, high_open=True) for i, b in enumerate(value))
+
+
 @dataclass(frozen=True)
 class OptimSettings:
-    lr: float
-    betas: tuple[float, float]
-    eps: float
-    weight_decay: float
-    warmup_proportion: float
-    max_grad_norm: float  # 0 = no clipping (distillation only)
-    no_decay: str = "layer_norms"
-    schedule_extra_step: bool = False  # True: plan the schedule for one step more, as distiller.py does
+    lr: float = setting(5e-4, "peak learning rate (linear warm-up, then linear decay to 0)",
+                        partial(values.number, low=0.0, high=1.0, low_open=True))
+    betas: tuple[float, float] = setting([0.9, 0.98], "AdamW's [beta1, beta2]", _betas)
+    eps: float = setting(1e-6, "AdamW's epsilon", partial(values.number, low=0.0, high=1.0, low_open=True))
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", partial(values.number, low=0.0, high=1.0))
+    warmup_proportion: float = setting(0.05, "share of the steps spent warming the learning rate up",
+                                       partial(values.number, low=0.0, high=1.0, high_open=True))
+    max_grad_norm: float = setting(5.0, "gradient clipping norm (0 = no clipping)",
+                                   partial(values.number, low=0.0, high=math.inf, high_open=True))
+    no_decay: str = setting("layer_norms", "parameters spared weight decay: layer_norms (biases and every "
+                            "layer norm) | original: names containing bias / LayerNorm.weight (as distiller.py)",
+                            partial(values.choice, choices=NO_DECAY_RULES), field_default=True)
+    schedule_extra_step: bool = setting(False, "True: plan the linear schedule for max_steps + 1 (as distiller.py)",
+                                        values.flag, field_default=True)
 
     @classmethod
     def from_dict(cls, optim: Mapping[str, Any], prefix: str = "optim", lr: Any = None, lr_key: str | None = None,
                   clipping_may_be_zero: bool = True) -> OptimSettings:
         """From an ``optim`` block; ``lr`` comes from the block unless given (preparation keeps it outside)."""
-        lr_value = optim.get("lr") if lr is None else lr
-        betas = optim.get("betas")
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
-            raise ConfigError(f"{prefix}.betas", f"{betas!r} is not a pair", "[beta1, beta2], each in [0, 1)")
-        return cls(
-            lr=values.number(lr_value, lr_key or f"{prefix}.lr", 0.0, 1.0, low_open=True),
-            betas=tuple(values.number(b, f"{prefix}.betas[{i}]", 0.0, 1.0, high_open=True)
-                        for i, b in enumerate(betas)),
-            eps=values.number(optim.get("eps"), f"{prefix}.eps", 0.0, 1.0, low_open=True),
-            weight_decay=values.number(optim.get("weight_decay"), f"{prefix}.weight_decay", 0.0, 1.0),
-            warmup_proportion=values.number(optim.get("warmup_proportion"), f"{prefix}.warmup_proportion", 0.0, 1.0,
-                                            high_open=True),
-            max_grad_norm=values.number(optim.get("max_grad_norm"), f"{prefix}.max_grad_norm", 0.0, math.inf,
-                                        low_open=not clipping_may_be_zero, high_open=True),
-            no_decay=values.choice(optim.get("no_decay", "layer_norms"), f"{prefix}.no_decay", NO_DECAY_RULES),
-            schedule_extra_step=values.flag(optim.get("schedule_extra_step", False), f"{prefix}.schedule_extra_step"),
-        )
+        if not clipping_may_be_zero:  # the teacher's preparation always clips
+            values.number(optim.get("max_grad_norm"), f"{prefix}.max_grad_norm", 0.0, math.inf, low_open=True,
+                          high_open=True)
+        given = dict(optim) if lr is None else {**optim, "lr": lr}
+        return cls(**OPTIM.parse(given, prefix=prefix, keys={"lr": lr_key} if lr_key else None))
 
     def schedule_length(self, total_steps: int) -> int:
         """Steps the linear schedule is planned for (distiller.py plans ``steps + 1``: lr ends above 0)."""
         return total_steps + 1 if self.schedule_extra_step else total_steps
+
+
+OPTIM = Block.of("optim", "AdamW with a linear warm-up then linear decay (kd_plugin.optimization)", OptimSettings)
