@@ -174,3 +174,17 @@ def test_an_exported_student_is_recognised_as_its_runs_by_its_card_without_a_dat
     check_model_is_the_runs_student(str(out / "student"), record["_id"], None)  # the card names the run
     with pytest.raises(ConfigError, match=r"model: .* is not the student of distill run 12345 \(the run could not"):
         check_model_is_the_runs_student(str(out / "student"), 12345, None)
+
+
+def test_a_student_with_frozen_position_embeddings_trains_and_exports_them_unchanged(database, tmp_path):
+    """student.freeze_position_embeddings=True (the original's --freeze_pos_embs) through the engine: the
+    exported student's position table is the teacher's, its token table is not."""
+    out = tmp_path / "frozen"
+    check(run_distill(["causal_smoke", "student.freeze_position_embeddings=True", "max_steps=3",
+                       "eval_max_sequences=0", "progress_bar=False", f"output_dir={out}"], run_env(*database)))
+    from kd_plugin.teacher_catalogue import load_teacher
+
+    teacher, _ = load_teacher(resolve_teacher("random-tiny-gpt2"), seed=42)  # causal_smoke's seed
+    student = GPT2LMHeadModel.from_pretrained(out / "student")
+    assert torch.equal(student.transformer.wpe.weight, teacher.transformer.wpe.weight)
+    assert not torch.equal(student.transformer.wte.weight, teacher.transformer.wte.weight)

@@ -228,3 +228,29 @@ def test_a_distilbert_student_needs_a_bert_or_roberta_teacher():
 def test_more_student_layers_than_the_teacher_has_is_refused():
     with pytest.raises(ConfigError, match=r"student\.n_layers: 7 layers is more than the teacher's 6"):
         build_student(tiny("llama"), "first", 7, architecture="same")
+
+
+def test_frozen_position_embeddings_stay_as_copied_while_the_rest_trains():
+    """The original code's --freeze_pos_embs, on a GPT-2 student: one optimizer step moves the token embeddings
+    and leaves the position table untouched; a rotary family (Llama) has no table to freeze."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig
+
+    from kd_plugin.errors import ConfigError
+    from kd_plugin.families import family_of
+    from kd_plugin.families.family import freeze_position_embeddings
+    from kd_plugin.optimization import parameter_groups
+    from kd_plugin.student import build_student
+
+    torch.manual_seed(0)
+    teacher = GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
+    student, _ = build_student(teacher, "alternate", None, architecture="same")
+    freeze_position_embeddings(student, family_of(student.config))
+    wpe, wte = student.transformer.wpe.weight.detach().clone(), student.transformer.wte.weight.detach().clone()
+    optimizer = torch.optim.AdamW(parameter_groups(student, 0.0), lr=1e-2)
+    ids = torch.randint(0, 50, (2, 10))
+    student(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    assert torch.equal(student.transformer.wpe.weight, wpe) and not torch.equal(student.transformer.wte.weight, wte)
+    assert all(p is not student.transformer.wpe.weight for g in optimizer.param_groups for p in g["params"])
+    with pytest.raises(ConfigError, match="student.freeze_position_embeddings: a llama model has no learned"):
+        freeze_position_embeddings(student, family_of(LlamaConfig()))

@@ -81,6 +81,9 @@ class StudentSettings:
                                               values.flag)
     dropout: float | None = setting(None, "null = the teacher's dropout",
                                     partial(values.number, low=0.0, high=1.0, high_open=True, allow_none=True))
+    freeze_position_embeddings: bool = setting(False, "keep the copied position embeddings as they are (the "
+                                               "original code's --freeze_pos_embs; not for rotary families)",
+                                               values.flag)
 
     @classmethod
     def from_dict(cls, student: Mapping[str, Any]) -> StudentSettings:

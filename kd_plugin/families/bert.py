@@ -13,4 +13,5 @@ BERT = register_family(ModelFamily(
     dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
     attention_dropout=("attention.self.dropout",),
     distilbert_source=True,
+    position_embeddings="bert.embeddings.position_embeddings",
 ))

@@ -12,4 +12,5 @@ DISTILBERT = register_family(ModelFamily(
     lm_head=("vocab_transform", "vocab_layer_norm", "vocab_projector"),
     dropout_keys=("dropout", "attention_dropout"),
     attention_dropout=("attention.dropout",),
+    position_embeddings="distilbert.embeddings.position_embeddings",
 ))

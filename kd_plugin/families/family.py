@@ -36,6 +36,7 @@ class ModelFamily:
     attention_dropout: tuple[str, ...]  # attribute paths, relative to a block, of the attention-probability
     # dropout: an nn.Dropout module or a float attribute (set to 0 when a loss term compares attentions)
     per_layer_config: tuple[str, ...] = ()  # config lists with one entry per layer (sliced like the layers)
+    position_embeddings: str | None = None  # the learned position-embedding table (None: rotary, e.g. Llama)
     distilbert_source: bool = False  # a BERT-style encoder a DistilBERT student can be copied from
 
     def __post_init__(self) -> None:
@@ -59,6 +60,16 @@ class ModelFamily:
     def non_layer_parts(self) -> tuple[str, ...]:
         """Every module path outside the blocks that a student copies from its teacher."""
         return (*self.embeddings, *((self.final_norm,) if self.final_norm else ()), *self.lm_head)
+
+
+def freeze_position_embeddings(model: nn.Module, family: ModelFamily) -> nn.Module:
+    """Stop training the learned position embeddings of ``model`` (the original Distil* code's
+    ``--freeze_pos_embs``); a ConfigError when the family has none to freeze."""
+    if family.position_embeddings is None:
+        raise ConfigError("student.freeze_position_embeddings", f"a {family.name} model has no learned position "
+                          "embeddings (its positions are rotary)", "false for this family")
+    get_module(model, family.position_embeddings).weight.requires_grad_(False)
+    return model
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:

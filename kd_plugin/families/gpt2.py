@@ -15,4 +15,5 @@ GPT2 = register_family(ModelFamily(
     lm_head=("lm_head",),
     dropout_keys=("resid_pdrop", "embd_pdrop", "attn_pdrop"),
     attention_dropout=("attn.attn_dropout",),
+    position_embeddings="transformer.wpe",
 ))

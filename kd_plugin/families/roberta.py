@@ -14,4 +14,5 @@ ROBERTA = register_family(ModelFamily(
     dropout_keys=("hidden_dropout_prob", "attention_probs_dropout_prob"),
     attention_dropout=("attention.self.dropout",),
     distilbert_source=True,
+    position_embeddings="roberta.embeddings.position_embeddings",
 ))

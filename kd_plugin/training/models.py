@@ -18,6 +18,7 @@ import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in 
 from kd_plugin.config import DistillConfig
 from kd_plugin.data.padding import set_pad_token
 from kd_plugin.families import family_of, n_layers_of
+from kd_plugin.families.family import freeze_position_embeddings
 from kd_plugin.losses import LOSS_TERMS, LossMixture, ModelDims
 from kd_plugin.objectives import OBJECTIVES, Objective
 from kd_plugin.student import ModelRequirements, StudentSummary, build_student
@@ -73,6 +74,8 @@ def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Mode
     if config.student.dropout is not None:
         set_dropout(student, config.student.dropout)
         apply_to_student(student, requirements)  # attention dropout stays off where a term compares attentions
+    if config.student.freeze_position_embeddings:  # the original Distil* code's --freeze_pos_embs
+        freeze_position_embeddings(student, family_of(student.config))
     mixture = LossMixture(config.loss, model_dims(student, teacher))
     teacher = freeze_teacher(teacher, DTYPES[config.deepspeed.precision])
     student.train()

@@ -72,6 +72,9 @@ def check_against_teacher(config: DistillConfig) -> None:
         return
     check_teacher_directory(config.teacher, teacher)
     check_architecture(config.student.architecture, teacher)
+    if config.student.freeze_position_embeddings and family_of(teacher).position_embeddings is None:
+        raise ConfigError("student.freeze_position_embeddings", f"a {family_of(teacher).name} student has no learned "
+                          "position embeddings to freeze (its positions are rotary)", "false for this teacher")
     n_teacher = n_layers_of(teacher)
     copied = select_layers(config.student.layers, config.student.n_layers, n_teacher)
     n_student = len(copied) if copied else resolve_n_layers(config.student.n_layers, n_teacher)
