@@ -19,10 +19,12 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # sacr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)  # the deepspeed launcher's --local_rank=N, before Sacred parses
-LAUNCH = ensure_launch_env()
+with exit_on_config_error():  # a launch variable that is no integer (RANK=x): one line, exit 2
+    LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
@@ -30,7 +32,6 @@ from kd_plugin.config import DISTILL_BLOCKS, DistillConfig  # noqa: E402
 from kd_plugin.config.sacred_defaults import DeclaredConfig  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
-from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.export.model_card import FILE_STORAGE  # noqa: E402
 from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
 from kd_plugin.runtime.paths import DS_CONFIGS  # noqa: E402

@@ -29,10 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)
-LAUNCH = ensure_launch_env()
+with exit_on_config_error():  # a launch variable that is no integer (RANK=x): one line, exit 2
+    LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
@@ -40,7 +42,6 @@ from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
 from kd_plugin.downstream.finetune_config import FinetuneConfig  # noqa: E402
 from kd_plugin.downstream.model_loading import check_saved_weights  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
-from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.paths import OUTPUTS  # noqa: E402
 from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402

@@ -20,14 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
+from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
 
 sys.argv = strip_local_rank_argument(sys.argv)
-LAUNCH = ensure_launch_env()
+with exit_on_config_error():  # a launch variable that is no integer (RANK=x): one line, exit 2
+    LAUNCH = ensure_launch_env()
 
 from sacred import Experiment  # noqa: E402
 
-from kd_plugin.errors import exit_on_config_error  # noqa: E402
 from kd_plugin.preparation.preparation_config import DEFAULT_DATASET_CACHE, PreparationConfig  # noqa: E402
 from kd_plugin.preparation.recipes import RECORD_FILE, SMOKE, default_cache_root, recipe_value  # noqa: E402
 from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402

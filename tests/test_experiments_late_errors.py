@@ -136,12 +136,19 @@ def test_a_seed_numpy_cannot_take_is_refused(tmp_path, db):
     assert "4294967295" in refused(["seed=4294967296"], "seed", db, tmp_path)
 
 
+def test_a_stop_step_after_the_schedules_end_is_refused(tmp_path, db):
+    assert "after the schedule's last step (5)" in refused(["max_steps=5", "stop_at_step=9"], "stop_at_step", db,
+                                                            tmp_path)
+
+
 ENV_CASES = {  # id: (environment, updates, the key the error names)
     "KD_TRACKING_FINAL_WAIT not a number": ({"KD_TRACKING_FINAL_WAIT": "abc"}, [], "KD_TRACKING_FINAL_WAIT"),
     "KD_TRACKING_FINAL_WAIT negative": ({"KD_TRACKING_FINAL_WAIT": "-5"}, [], "KD_TRACKING_FINAL_WAIT"),
     "KD_DEAD_AFTER_S not a number": ({"KD_DEAD_AFTER_S": "soon"}, [], "KD_DEAD_AFTER_S"),
     "KD_MONGO_DB with a slash": ({"KD_MONGO_DB": "runs/today"}, [], "KD_MONGO_DB"),
     "KD_TEACHER_CACHE a file": ({"KD_TEACHER_CACHE": "<file>"}, ["teacher=bert-tiny-prepared"], "KD_TEACHER_CACHE"),
+    "RANK not an integer": ({"RANK": "x", "WORLD_SIZE": "2"}, [], "RANK"),
+    "WORLD_SIZE zero": ({"RANK": "0", "WORLD_SIZE": "0"}, [], "WORLD_SIZE"),
 }
 
 

@@ -195,7 +195,12 @@ class RunSettings:
         if (cfg.get("max_steps") is None) == (cfg.get("epochs") is None):
             raise ConfigError("max_steps", "set exactly one of max_steps and epochs (the other null)",
                               "max_steps >= 1 with epochs=null, or epochs > 0 with max_steps=null")
-        return cls(**RUN.parse(cfg))
+        run = cls(**RUN.parse(cfg))
+        if run.stop_at_step is not None and run.max_steps is not None and run.stop_at_step > run.max_steps:
+            raise ConfigError("stop_at_step", f"{run.stop_at_step} is after the schedule's last step "
+                              f"({run.max_steps}): the run would end at max_steps, not stop early",
+                              f"an integer in 1..{run.max_steps - 1}, or null")
+        return run
 
 
 def mixture_declaration(cfg: Mapping[str, Any]) -> MixtureDeclaration:

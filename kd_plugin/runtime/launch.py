@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.ports import free_port
 from kd_plugin.runtime.tools import prefer_environment_tools
 
@@ -52,12 +53,27 @@ def strip_local_rank_argument(argv: list[str]) -> list[str]:
     return cleaned
 
 
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer launch variable; anything else is one configuration error naming it, not a traceback."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(name, f"the environment variable is {raw!r}", f"an integer >= {minimum} (set by the "
+                          "launcher: deepspeed, torchrun; unset it for a one-process run)")
+    return value
+
+
 def launch_info() -> LaunchInfo:
     """Read the launch environment without changing it."""
     return LaunchInfo(
-        rank=int(os.environ.get("RANK", 0)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        rank=_env_int("RANK", 0),
+        local_rank=_env_int("LOCAL_RANK", 0),
+        world_size=_env_int("WORLD_SIZE", 1, minimum=1),
         launched="WORLD_SIZE" in os.environ and "RANK" in os.environ and not _FILLED_HERE,
     )
 
