@@ -9,15 +9,25 @@ corpus with the same micro-batch, recipe and batch grouping, and are timed in al
 - **kd_plugin trainer**: ``TrainerSide`` (``benchmarks/trainer_side.py``), the DeepSpeed trainer in the same
   precision, stepped through ``DistillationTrainer.steps()`` (the loop ``experiments/distill.py`` runs).
 
-Sizes: on CUDA a BERT-base-size teacher (random weights, bert-base-uncased vocabulary) -> 6-layer student,
-micro-batch 128; on CPU the packaged 2-layer bert-tiny -> 1-layer student, micro-batch 16; max length 128.
-Reported per side: median tokens/s (real, non-pad tokens), the ratio to the baseline of the same precision,
-model FLOP/s and its share of the dense matmul peak measured in the same run in that precision, GPU busy share
-and peak memory (CUDA). Results: ``<out>/<date>-<device>.json`` and a markdown table on stdout. Nothing is
-written to any database (no Sacred, no observer).
+Workloads (``--workload``, ``benchmarks/workload.py``):
+
+- ``bert`` (default, masked LM): on CUDA a BERT-base-size teacher (random weights, bert-base-uncased
+  vocabulary) -> 6-layer student, micro-batch 128; on CPU the packaged 2-layer bert-tiny -> 1-layer student,
+  micro-batch 16;
+- ``gpt2`` (causal LM, DistilGPT2's recipe: L_ce + L_clm + L_cos, 5 / 2 / 1): a random GPT-2 teacher on the
+  same vocabulary -> a GPT-2 student with half its blocks (``student.architecture=same``); on CUDA GPT-2-small
+  size (12 x 768) -> 6 blocks, on CPU 4 x 128 -> 2 blocks; same micro-batches. The baseline runs the
+  original's GPT-2 step (``OriginalStyleLoop(objective="causal_lm")``).
+
+Max length 128. Reported per side: median tokens/s (real, non-pad tokens), the ratio to the baseline of the
+same precision, model FLOP/s and its share of the dense matmul peak measured in the same run in that
+precision, GPU busy share and peak memory (CUDA), and the machine's load average before and after each
+precision's windows. Results: ``<out>/<date>-<device>.json`` (``<date>-<device>-gpt2.json`` for ``gpt2``)
+and a markdown table on stdout. Nothing is written to any database (no Sacred, no observer).
 
     python benchmarks/distill_throughput.py --no-trainer                 # the baseline alone
     python benchmarks/distill_throughput.py                              # trainer vs baseline
+    python benchmarks/distill_throughput.py --workload gpt2              # the same for a GPT-2 (causal LM)
     python benchmarks/distill_throughput.py --precision bf16 --windows 10 --steps-per-window 5
 """
 
@@ -56,7 +66,7 @@ from benchmarks.harness import (  # noqa: E402
 from benchmarks.original_batches import GROUPINGS  # noqa: E402
 from benchmarks.original_loop import OriginalStyleLoop  # noqa: E402
 from benchmarks.trainer_side import TrainerSide  # noqa: E402
-from benchmarks.workload import HELD_OUT_FRACTION, build_workload  # noqa: E402
+from benchmarks.workload import HELD_OUT_FRACTION, WORKLOADS, build_workload  # noqa: E402
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # per device: micro-batch, windows, steps per window, warm-up steps
@@ -65,6 +75,8 @@ DEFAULTS = {"cuda": (128, 8, 5, 3), "cpu": (16, 6, 3, 2)}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=WORKLOADS, default="bert",
+                        help="bert: masked-LM distillation (default); gpt2: causal-LM distillation of a GPT-2")
     parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
                         help="default: both on CUDA, fp32 on CPU")
     parser.add_argument("--windows", type=int, default=None, help="timed windows per side (default 8 CUDA, 6 CPU)")
@@ -77,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="length-grouped batches (group_by_size, the default) or random batches")
     parser.add_argument("--out", default=str(PROJECT / "benchmarks" / "results"), help="results folder")
     parser.add_argument("--cache-dir", default=str(PROJECT / ".cache"),
-                        help="tokenized corpus and the saved random BERT-base teacher")
+                        help="tokenized corpus and the saved random teachers (BERT-base, GPT-2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-trainer", action="store_true", help="the original-style loop alone")
     parser.add_argument("--baseline-twice", action="store_true", help=argparse.SUPPRESS)  # harness self-test
@@ -105,7 +117,7 @@ def make_sides(args, workload, precision: str) -> tuple[list, str]:
         return OriginalStyleLoop(
             workload.teacher, workload.student, workload.tokenizer, workload.corpus, args.micro_batch,
             precision=precision, grouping=args.grouping, gradient_accumulation_steps=args.gradient_accumulation_steps,
-            seed=args.seed, name=name,
+            seed=args.seed, name=name, objective=workload.objective,
         )
 
     if args.baseline_twice:
@@ -116,7 +128,7 @@ def make_sides(args, workload, precision: str) -> tuple[list, str]:
         workload.teacher_ref, precision, args.micro_batch, args.max_seq_length, args.device,
         n_layers=workload.description["student_layers"], gradient_accumulation_steps=args.gradient_accumulation_steps,
         grouping=args.grouping, data_cache_dir=Path(args.cache_dir) / "datasets",
-        held_out_fraction=HELD_OUT_FRACTION, seed=args.seed,
+        held_out_fraction=HELD_OUT_FRACTION, seed=args.seed, objective=workload.objective,
     )
     return [trainer, loop("original-style loop")], "original-style loop"
 
@@ -129,6 +141,14 @@ def release(sides: list) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages (this benchmark's own threads count in them)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 512)) -> dict:
@@ -154,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = args.device
     started = time.perf_counter()
+    load_started = load_average()
     summary = device_summary(device)
     print(f"device: {summary.get('gpu') or summary['cpu']} ({device.type}), torch {summary['torch']}, "
           f"{summary['torch_threads']} threads", flush=True)
@@ -161,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     peaks = {name: matmul_peak(PEAK_DTYPES[name], device) for name in args.precisions}
     print("dense matmul peak: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP/s" for k, v in peaks.items()), flush=True)
 
-    workload = build_workload(device, args.max_seq_length, Path(args.cache_dir), args.seed)
+    workload = build_workload(device, args.max_seq_length, Path(args.cache_dir), args.seed, args.workload)
     seq_len = attention_length(workload.corpus.lengths("train"))
     flops = distillation_flops_per_token(
         EncoderShape.of(workload.student.config), EncoderShape.of(workload.teacher.config), seq_len
@@ -173,13 +194,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n== {precision}: {args.warmup} warm-up steps, {args.windows} windows x {args.steps_per_window} "
               f"steps per side", flush=True)
         sides, baseline = make_sides(args, workload, precision)
+        load_before = load_average()
         timings = alternate(sides, args.windows, args.steps_per_window, args.warmup, device)
+        load_after = load_average()
+        print(f"  load average (1, 5, 15 min) before the warm-up: {load_before}, after the windows: {load_after}",
+              flush=True)
         observations = {side.name: observe_window(side, args.steps_per_window, device) for side in sides}
         phases = {side.name: side.phase_breakdown(args.steps_per_window) for side in sides
                   if hasattr(side, "phase_breakdown")}
         base_timing = next(t for t in timings if t.side == baseline)
         base = base_timing.median_tokens_per_s
-        comparison = {"precision": precision, "baseline": baseline, "sides": []}
+        comparison = {"precision": precision, "baseline": baseline, "sides": [],
+                      "load_average": {"before_warmup": load_before, "after_windows": load_after}}
         for side, timing in zip(sides, timings, strict=True):
             row = timing.to_dict()
             observed = observations[side.name]
@@ -203,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
         for name, breakdown in phases.items():
             print(f"\nper-phase time of {name} [{precision}] (synchronised, {args.steps_per_window} steps):")
             for phase, figures in sorted(breakdown.items(), key=lambda kv: -kv[1]["ms_per_step"]):
-                print(f"  {phase:<16} {figures['ms_per_step']:9.1f} ms/step  {figures['share']:6.1%}")
+                print(f"  {phase:<16} {figures['ms_per_step']:9.1f} ms/step  {figures['ms_per_1k_tokens']:8.1f} ms "
+                      f"per 1k tokens  {figures['share']:6.1%}")
         if args.memory_probe and device.type == "cuda" and precision == args.precisions[-1]:
             trainer = next(side for side in sides if hasattr(side, "probe_memory"))
             comparison["memory_probe"] = probe_micro_batches(trainer, args.memory_probe_length)
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         "median of the same precision; paired = median over rounds of side / baseline within the round",
         "model FLOP/s = tokens/s x (3 x student forward + teacher forward) FLOPs per token; share of the dense "
         "matmul peak measured in this run in the same precision",
+        f"load average (1, 5, 15 min; includes this benchmark's own {summary['torch_threads']} threads) at the "
+        f"start: {load_started}; per precision before the warm-up and after the windows: see comparisons",
     ]
     rss = None
     if device.type != "cuda":
@@ -238,10 +267,13 @@ def main(argv: list[str] | None = None) -> dict:
                      "seed": args.seed},
         "comparisons": comparisons,
         "process_peak_rss_bytes": rss,
+        "load_average_at_start": load_started,
         "wall_seconds": time.perf_counter() - started,
         "notes": notes,
     }
-    path = write_results(results_path(args.out, device), results)
+    path = write_results(
+        results_path(args.out, device, workload=None if args.workload == "bert" else args.workload), results
+    )
     print("\n" + markdown_table(rows))
     for note in notes:
         print(f"- {note}")

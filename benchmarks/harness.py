@@ -62,6 +62,7 @@ __all__ = [
     "merge_intervals",
     "observe_window",
     "paired_ratio",
+    "per_token_phases",
     "process_peak_rss",
     "results_path",
     "write_results",
@@ -110,6 +111,14 @@ class SideTiming:
             "window_tokens": self.tokens,
             "window_seconds": self.seconds,
         }
+
+
+def per_token_phases(breakdown: dict[str, dict[str, float]], steps: int, tokens: int) -> dict[str, dict[str, float]]:
+    """A phase breakdown (``ms_per_step`` and ``share`` per phase, over ``steps`` steps) with
+    ``ms_per_1k_tokens`` added: the sides draw different batches (lengths differ from step to step), so per
+    real token is the figure that compares two sides' phases."""
+    return {phase: dict(figures, ms_per_1k_tokens=figures["ms_per_step"] * steps / max(tokens, 1) * 1e3)
+            for phase, figures in breakdown.items()}
 
 
 def paired_ratio(timing: SideTiming, baseline: SideTiming) -> float:

@@ -8,6 +8,9 @@ recomputation, no optimizer), the usual convention for "model FLOP utilisation":
   output projection (``4 d^2``) and the FFN (``2 d f``), plus the MLM head's transform (``d^2``) and decoder
   (``d V``); embedding look-ups are free. Attention scores ``Q K^T`` and the weighted sum ``A V`` cost
   ``2 x 2 x L x d`` per token per layer for a token in a sequence of ``L`` real tokens;
+- a GPT-2 decoder the same, except that its LM head is the (tied) decoder alone (no ``d^2`` transform) and
+  that causal attention touches on average half the keys (``2 x 2 x L/2 x d`` per token per layer, the usual
+  convention for decoders);
 - training the student = 3 x its forward (backward ~ 2 x forward); the frozen teacher = its forward only.
 
 ``L`` is the token-weighted mean sequence length ``sum(L_i^2) / sum(L_i)`` of the corpus (the attention cost of
@@ -28,24 +31,34 @@ import torch
 
 @dataclass(frozen=True)
 class EncoderShape:
-    """What the FLOP count needs of a BERT-like masked-LM: layers, width d, FFN width f, vocabulary V."""
+    """What the FLOP count needs of a BERT-like masked-LM or a GPT-2 causal LM: layers, width d, FFN width f,
+    vocabulary V, whether the LM head has a ``d x d`` transform before its decoder, whether attention is causal."""
 
     layers: int
     hidden: int
     intermediate: int
     vocab: int
+    head_transform: bool = True  # BERT's MLM head: dense + LayerNorm, then the decoder; GPT-2's: the decoder alone
+    causal: bool = False  # a token attends to the keys before it only: half the attention work on average
 
     @classmethod
     def of(cls, config) -> EncoderShape:
-        """From a ``BertConfig``-like (``hidden_size``...) or ``DistilBertConfig``-like (``dim``...) config."""
+        """From a ``BertConfig``-like (``hidden_size``...), ``DistilBertConfig``-like (``dim``...) or
+        ``GPT2Config`` config (``n_embd``..., reached as ``hidden_size`` / ``num_hidden_layers`` through its
+        ``attribute_map``; FFN width ``n_inner`` or ``4 x n_embd``)."""
+        if getattr(config, "model_type", None) == "gpt2":
+            hidden = config.hidden_size
+            return cls(config.num_hidden_layers, hidden, config.n_inner or 4 * hidden, config.vocab_size,
+                       head_transform=False, causal=True)
         if hasattr(config, "n_layers"):
             return cls(config.n_layers, config.dim, config.hidden_dim, config.vocab_size)
         return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.vocab_size)
 
     def forward_flops_per_token(self, seq_len: float, mlm_head: bool = True) -> float:
         d, f = self.hidden, self.intermediate
-        per_layer = 2 * (4 * d * d + 2 * d * f) + 2 * 2 * seq_len * d  # projections + FFN, then QK^T and AV
-        head = 2 * (d * d + d * self.vocab) if mlm_head else 0
+        keys = seq_len / 2 if self.causal else seq_len  # keys a token attends to, on average
+        per_layer = 2 * (4 * d * d + 2 * d * f) + 2 * 2 * keys * d  # projections + FFN, then QK^T and AV
+        head = 2 * ((d * d if self.head_transform else 0) + d * self.vocab) if mlm_head else 0
         return self.layers * per_layer + head
 
     def to_dict(self) -> dict:

@@ -1,7 +1,8 @@
 """What a benchmark run reports: the device it ran on, a JSON results file, and a markdown table.
 
-Results go to ``<out>/<YYYY-MM-DD>-<device>.json`` (``device`` = ``cpu`` or a slug of the GPU name, e.g.
-``nvidia-h200``); a second run on the same day and device gets ``-2``, ``-3``, ... rather than overwriting.
+Results go to ``<out>/<YYYY-MM-DD>-<device>[-<workload>].json`` (``device`` = ``cpu`` or a slug of the GPU
+name, e.g. ``nvidia-h200``; ``workload`` only for workloads other than the default ``bert``, e.g. ``gpt2``); a
+second run on the same day, device and workload gets ``-2``, ``-3``, ... rather than overwriting.
 """
 
 from __future__ import annotations
@@ -89,11 +90,14 @@ def device_summary(device: torch.device | str) -> dict:
     return summary
 
 
-def results_path(out_dir: str | os.PathLike, device: torch.device, date: dt.date | None = None) -> Path:
-    """A fresh ``<out_dir>/<YYYY-MM-DD>-<device>[-N].json`` (the folder is created)."""
+def results_path(out_dir: str | os.PathLike, device: torch.device, date: dt.date | None = None,
+                 workload: str | None = None) -> Path:
+    """A fresh ``<out_dir>/<YYYY-MM-DD>-<device>[-<workload>][-N].json`` (the folder is created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{(date or dt.date.today()).isoformat()}-{device_slug(torch.device(device))}"
+    if workload:
+        stem += f"-{workload}"
     path, n = out / f"{stem}.json", 1
     while path.exists():
         n += 1

@@ -1,7 +1,7 @@
 """The trainer side of the benchmark: kd_plugin's DeepSpeed ``DistillationTrainer``, stepped from outside.
 
 The trainer is built exactly as ``experiments/distill.py`` builds it (``DistillConfig.from_dict`` of the
-experiment's own defaults, then this side's overrides), but without Sacred: no observer, nothing reaches a
+declared defaults, ``kd_plugin.config.distill_defaults()``, then this side's overrides), but without Sacred: no observer, nothing reaches a
 database. Its step iterator (``DistillationTrainer.steps()``) is pulled ``n`` optimizer steps at a time; closing
 it at the end of each window stops the batch-prefetch thread and rewinds the sampler to the last consumed
 batch, so no work is done ahead while the other side is being timed.
@@ -9,28 +9,16 @@ batch, so no work is done ahead while the other side is being timed.
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
+from benchmarks.harness import per_token_phases
+
 PROJECT = Path(__file__).resolve().parents[1]
 DS_CONFIG = {"fp32": PROJECT / "ds_configs" / "zero2.json", "bf16": PROJECT / "ds_configs" / "bf16.json"}
-
-
-def distill_defaults() -> dict:
-    """``experiments/distill.py``'s config scope evaluated (what ``print_config`` shows), without a run."""
-    spec = importlib.util.spec_from_file_location("kd_distill_experiment", PROJECT / "experiments" / "distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config: dict = {}
-    for scope in module.ex.configurations:
-        config.update(scope())
-    config.pop("tracking", None)
-    return copy.deepcopy(config)
 
 
 class TrainerSide:
@@ -43,6 +31,11 @@ class TrainerSide:
     ``ds_configs/zero2.json``, ``bf16`` runs ``ds_configs/bf16.json`` (autocast, fp32 master weights, bf16
     teacher). ``max_steps`` is never reached and no log point falls inside the benchmark, so the loop's only
     per-step work is training. ``notes`` lists the engine settings; ``close()`` frees the engine.
+
+    ``objective="causal_lm"`` (a GPT-2 teacher directory) configures what the ``causal_lm`` named config of
+    ``experiments/distill.py`` does: ``student.architecture=same`` (the teacher's class, fewer blocks),
+    weights 5 / 0 / 2 / 1 (ce / mlm / clm / cos), ``data.pad_token=eos`` (used only if the tokenizer has no pad
+    token of its own); no masking.
     """
 
     def __init__(
@@ -60,6 +53,7 @@ class TrainerSide:
         held_out_fraction: float = 0.02,
         seed: int = 0,
         name: str = "kd_plugin trainer",
+        objective: str = "masked_lm",
     ):
         self.name = name
         self.precision = precision
@@ -73,7 +67,10 @@ class TrainerSide:
         self.data_cache_dir = data_cache_dir
         self.held_out_fraction = held_out_fraction
         self.seed = seed
+        self.objective = objective
         self.notes: list[str] = []
+        if objective not in ("masked_lm", "causal_lm"):
+            raise ValueError(f"objective must be masked_lm or causal_lm, got {objective!r}")
 
         if grouping != "grouped":
             raise SystemExit("the trainer always uses length-grouped batches: run the comparison with "
@@ -82,12 +79,12 @@ class TrainerSide:
         self._tmp = Path(tempfile.mkdtemp(prefix="kd-bench-trainer-"))
 
     def _build(self):
-        from kd_plugin.config import DistillConfig
+        from kd_plugin.config import DistillConfig, distill_defaults
         from kd_plugin.training.trainer import DistillationTrainer
 
         cfg = distill_defaults()
         cfg.update(seed=self.seed, teacher=self.teacher_dir_or_name, T=2.0, alpha_ce=5.0, alpha_mlm=2.0,
-                   alpha_cos=1.0, alpha_mse=0.0, max_steps=10**9, epochs=None, log_every=10**9,
+                   alpha_clm=0.0, alpha_cos=1.0, alpha_mse=0.0, max_steps=10**9, epochs=None, log_every=10**9,
                    checkpoint_every=None, output_dir=str(self._tmp / "run"), progress_bar=False,
                    eval_max_sequences=0, deepspeed_config=str(DS_CONFIG[self.precision]))
         cfg["loss_weights"] = {name: 0.0 for name in cfg["loss_weights"]}
@@ -95,6 +92,10 @@ class TrainerSide:
         cfg["data"] = dict(cfg["data"], corpus="wiki_leads", max_seq_length=self.max_seq_length,
                            held_out_fraction=self.held_out_fraction, max_documents=None,
                            cache_dir=str(self.data_cache_dir or PROJECT / ".cache" / "datasets"))
+        if self.objective == "causal_lm":  # experiments/distill.py's causal_lm named config
+            cfg.update(alpha_mlm=0.0, alpha_clm=2.0)
+            cfg["student"]["architecture"] = "same"
+            cfg["data"]["pad_token"] = "eos"
         cfg["batch"] = dict(micro_batch_size=self.micro_batch,
                             gradient_accumulation_steps=self.gradient_accumulation_steps, effective_batch_size=None)
         cfg["masking"] = dict(cfg["masking"], mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1,
@@ -134,17 +135,17 @@ class TrainerSide:
 
     def phase_breakdown(self, n: int) -> dict[str, dict[str, float]]:
         """The trainer's own per-phase timing over ``n`` more steps (synchronised, so slower than the timed
-        windows): milliseconds per optimizer step and share, per phase."""
+        windows): milliseconds per optimizer step, per 1000 real tokens, and share, per phase."""
         if self._trainer is None:
             self._trainer = self._build()
         timer = self._trainer.timer
         timer.seconds.clear()
         timer.steps, timer.enabled = 0, True
         try:
-            self.run_steps(n)
+            tokens = self.run_steps(n)
         finally:
             timer.enabled = False
-        return timer.breakdown()
+        return per_token_phases(timer.breakdown(), n, tokens)
 
     def probe_memory(self, micro_batch: int, seq_len: int) -> int:
         """Peak device memory (bytes) of one optimizer step on ``micro_batch`` full-length sequences (every
@@ -156,13 +157,13 @@ class TrainerSide:
         vocab = len(trainer.models.tokenizer)
         ids = torch.randint(1000, vocab, (micro_batch, seq_len), generator=generator)  # (bs, seq_len)
         ids[:, 0], ids[:, -1] = trainer.models.tokenizer.cls_token_id, trainer.models.tokenizer.sep_token_id
-        masked, labels = trainer.data.maker.masker.mask(ids, torch.ones_like(ids), generator)  # (bs, seq_len)
+        masked, labels = trainer.data.maker.targets.make(ids, torch.ones_like(ids), generator)  # (bs, seq_len)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         engine = trainer.engine.engine
         losses = engine(input_ids=masked.to(device), attention_mask=torch.ones_like(ids).to(device),
                         labels=labels.to(device), token_rows=torch.arange(ids.numel()).to(device),
-                        masked_rows=labels.flatten().ne(-100).nonzero().squeeze(1).to(device))
+                        target_rows=labels.flatten().ne(-100).nonzero().squeeze(1).to(device))
         engine.backward(losses["loss"])
         engine.step()
         torch.cuda.synchronize(device)
