@@ -112,7 +112,7 @@ class TrainerSide:
             f"DeepSpeed engine: ZeRO-{info['zero_stage']}, {info['optimizer']}, precision {info['precision']} "
             f"({'torch autocast, fp32 weights' if trainer.config.deepspeed.autocast else 'engine dtype'})",
             f"attention {trainer.info['attn_implementation']}; logit losses in chunks of {perf.logit_chunk_rows} "
-            f"rows; {perf.prefetch_batches} batches prefetched by a thread within a window (stopped between "
+            f"rows ({'one shared pass' if perf.fuse_logit_rows else 'a pass per term'}); {perf.prefetch_batches} batches prefetched by a thread within a window (stopped between "
             "windows); metrics reduced only at log points (none inside the benchmark)",
         ]
         return trainer

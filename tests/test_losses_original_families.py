@@ -5,7 +5,8 @@ On fixed right-padded batches: DistilGPT2's path (no masking; ``L_ce`` over ever
 the shifted labels with padding ignored, ``L_cos`` on the last hidden states of the real positions, both models
 called with ``attention_mask=None`` as the original does) and DistilRoBERTa's masked-LM path (``L_ce`` over the
 real positions, ``L_mlm`` on the masked positions). Each term and the total within 1e-6 in fp32, and their
-gradients with respect to the student's weights.
+gradients with respect to the student's weights, through each term's own pass and through the shared pass over
+the logit rows (``performance.fuse_logit_rows``).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def original_common(s_logits, t_logits, s_hidden, t_hidden, attention_mask):
     return {"ce": loss_ce, "mse": loss_mse, "cos": loss_cos}
 
 
-def project(student, teacher, weights, objective):
+def project(student, teacher, weights, objective, fuse=False):
     dims = ModelDims(student.config.hidden_size, teacher.config.hidden_size, student.config.num_hidden_layers,
                      teacher.config.num_hidden_layers, objective=objective)
-    mixture = LossMixture(MixtureDeclaration(weights=weights, temperature=T), dims)
+    mixture = LossMixture(MixtureDeclaration(weights=weights, temperature=T), dims, fuse_logit_rows=fuse)
     return DistillationModule(student, mixture, teacher)
 
 
@@ -69,7 +70,8 @@ def compare(ours: dict, original: dict, weights: dict, student: nn.Module) -> No
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_distilgpt2_path_equals_the_original_distiller():
+@pytest.mark.parametrize("fuse", [False, True], ids=["term_passes", "shared_pass"])
+def test_distilgpt2_path_equals_the_original_distiller(fuse):
     torch.manual_seed(0)
     teacher = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=4, n_head=4, n_positions=32,
                                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).eval()
@@ -96,14 +98,15 @@ def test_distilgpt2_path_equals_the_original_distiller():
     original = {**original_common(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
                                   attention_mask), "clm": loss_clm}
 
-    module = project(student, teacher, weights, "causal_lm")
+    module = project(student, teacher, weights, "causal_lm", fuse)
     inputs, labels = NextTokenTargets().make(input_ids, attention_mask)
     assert torch.equal(inputs, input_ids)  # nothing is corrupted for a causal LM
     ours = module(input_ids=inputs, attention_mask=attention_mask, labels=labels)
     compare(ours, original, weights, student)
 
 
-def test_distilroberta_path_equals_the_original_distiller():
+@pytest.mark.parametrize("fuse", [False, True], ids=["term_passes", "shared_pass"])
+def test_distilroberta_path_equals_the_original_distiller(fuse):
     torch.manual_seed(1)
     teacher = RobertaForMaskedLM(RobertaConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=4,
                                                num_attention_heads=4, intermediate_size=96, pad_token_id=1,
@@ -131,18 +134,19 @@ def test_distilroberta_path_equals_the_original_distiller():
     original = {**original_common(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
                                   attention_mask), "mlm": loss_mlm}
 
-    module = project(student, teacher, weights, "masked_lm")
+    module = project(student, teacher, weights, "masked_lm", fuse)
     ours = module(input_ids=masked_ids, attention_mask=attention_mask, labels=lm_labels)
     compare(ours, original, weights, student)
 
 
-@pytest.mark.parametrize("weights", [{"clm": 1.0}, {"ce": 1.0}, {"cos": 1.0}])
-def test_padding_changes_no_causal_term(weights):
+@pytest.mark.parametrize("fuse", [False, True], ids=["term_passes", "shared_pass"])
+@pytest.mark.parametrize("weights", [{"clm": 1.0}, {"ce": 1.0}, {"cos": 1.0}, {"ce": 5.0, "clm": 2.0}])
+def test_padding_changes_no_causal_term(weights, fuse):
     """A sequence's terms do not depend on what pads the others: padded with two different ids, same values."""
     torch.manual_seed(2)
     teacher = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=32)).eval()
     student, _ = build_student(teacher, "first", 1, architecture="same")
-    module = project(student, teacher, weights, "causal_lm").eval()
+    module = project(student, teacher, weights, "causal_lm", fuse).eval()
     values = []
     for pad in (0, VOCAB - 1):
         ids, mask = right_padded(pad=pad, seed=6)

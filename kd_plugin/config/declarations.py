@@ -41,6 +41,9 @@ class Setting:
     doc: str  # one line: print_config's comment and the README table's text
     check: Check | None = None  # None: checked where its value is used (named in the block's doc)
     name: str = ""  # the key inside its block (a dataclass field's name, filled in by Block.of)
+    # True: changes neither what is trained nor what is measured, only where outputs go, what is shown or how
+    # fast (the analysis averages runs as seeds only when every other setting is equal: analysis.seed_groups)
+    bookkeeping: bool = False
 
     def parse(self, value: Any, key: str) -> Any:
         return value if self.check is None else self.check(value, key)
@@ -66,12 +69,14 @@ class _Probe:
         return "<probe>"
 
 
-def setting(default: Any, doc: str, check: Check | None = None, *, field_default: bool = False) -> Any:
+def setting(default: Any, doc: str, check: Check | None = None, *, field_default: bool = False,
+            bookkeeping: bool = False) -> Any:
     """A dataclass field declaring one setting (see the module docstring).
 
     field_default: also the dataclass's own default (for classes built directly in code, e.g. in tests).
+    bookkeeping: the setting changes no trained weight and no measured number (see :class:`Setting`).
     """
-    metadata = {_METADATA: Setting(default, doc, check)}
+    metadata = {_METADATA: Setting(default, doc, check, bookkeeping=bookkeeping)}
     if not field_default:
         return dataclasses.field(metadata=metadata)
     if isinstance(default, (list, dict)):
@@ -88,12 +93,15 @@ class Block:
     settings: tuple[Setting, ...]
 
     @classmethod
-    def of(cls, name: str, doc: str, settings_class: type, **renamed: str) -> Block:
-        """A block from a dataclass whose fields are declared with :func:`setting` (``renamed``: field -> key)."""
+    def of(cls, name: str, doc: str, settings_class: type, *, bookkeeping: bool = False, **renamed: str) -> Block:
+        """A block from a dataclass whose fields are declared with :func:`setting` (``renamed``: field -> key;
+        ``bookkeeping``: every setting of the block is bookkeeping)."""
         declared = []
         for f in dataclasses.fields(settings_class):
             if _METADATA in f.metadata:
-                declared.append(dataclasses.replace(f.metadata[_METADATA], name=renamed.get(f.name, f.name)))
+                declared_setting = f.metadata[_METADATA]
+                declared.append(dataclasses.replace(declared_setting, name=renamed.get(f.name, f.name),
+                                                    bookkeeping=bookkeeping or declared_setting.bookkeeping))
         return cls(name, doc, tuple(declared))
 
     @classmethod
@@ -157,6 +165,11 @@ def flat_docs(blocks: Iterable[Block]) -> dict[str, str]:
 
 def declared_keys(blocks: Iterable[Block]) -> tuple[str, ...]:
     return tuple(block.key(s.name) for block in blocks for s in block.settings)
+
+
+def bookkeeping_keys(blocks: Iterable[Block]) -> frozenset[str]:
+    """The dotted keys of the settings that change no trained weight and no measured number."""
+    return frozenset(block.key(s.name) for block in blocks for s in block.settings if s.bookkeeping)
 
 
 def _code(value: Any) -> str:

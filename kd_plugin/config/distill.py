@@ -36,7 +36,7 @@ from typing import Any
 
 from kd_plugin import validation as values
 from kd_plugin.config.batch import BATCH, BatchSettings
-from kd_plugin.config.declarations import Block, Setting, flat_docs, nested_defaults, setting
+from kd_plugin.config.declarations import Block, Setting, bookkeeping_keys, flat_docs, nested_defaults, setting
 from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.optim import OPTIM, OptimSettings
 from kd_plugin.config.resume import find_checkpoint_dir
@@ -111,7 +111,7 @@ class DataSettings:
     encoding: str = setting("utf-8", "how local .txt/.jsonl/.json files are decoded, e.g. latin-1 (parquet, "
                             "packaged, hub: utf-8)", partial(values.text, what="a text encoding name"))
     cache_dir: Path = setting(str(CACHE / "datasets"), "where tokenized datasets are cached",
-                              lambda v, k: Path(values.text(v, k, what="a directory")))
+                              lambda v, k: Path(values.text(v, k, what="a directory")), bookkeeping=True)
     pad_token: str | None = setting(None, "null = the tokenizer's own; eos: pad with its end-of-text token "
                                     "(GPT-2, Llama have none)", _pad_token)
     text_checks: str = setting("refuse", "a corpus sample the teacher's tokenizer makes garbage of (unknown tokens, "
@@ -121,6 +121,15 @@ class DataSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSettings:
         return cls(**DATA.parse(data))
+
+
+def _chunk_rows(value: Any, key: str) -> int | str | None:
+    if value == "auto":
+        return value
+    try:
+        return values.integer(value, key, allow_none=True)
+    except ConfigError as err:
+        raise ConfigError(key, err.problem, f"auto, null or {err.allowed}") from None
 
 
 def _pin_memory(value: Any, key: str) -> str:
@@ -135,8 +144,11 @@ class PerformanceSettings:
 
     attn_implementation: str = setting("auto", "auto = fused SDPA, eager when a loss term reads attention "
                                        "probabilities", partial(values.choice, choices=ATTENTION_IMPLEMENTATIONS))
-    logit_chunk_rows: int | None = setting(1024, "rows per chunk of the logit losses (bounds fp32 temporaries); "
-                                           "null = all at once", optional_integer)
+    logit_chunk_rows: int | str | None = setting("auto", "rows per chunk of the logit losses (bounds fp32 "
+                                                 "temporaries): auto = about 8 MiB each on CPU (cache-sized), "
+                                                 "1024 rows on CUDA; null = all at once", _chunk_rows)
+    fuse_logit_rows: bool = setting(True, "one shared pass over the logits for the terms over all tokens (ce, clm, "
+                                    "mse); false = each term on its own (the reference path)", values.flag)
     compile: bool = setting(False, "torch.compile the student's and the teacher's forward", values.flag)
     prefetch_batches: int = setting(2, "micro-batches collated and masked ahead by a background thread "
                                     "(0 = in the loop)", partial(values.integer, minimum=0, maximum=64))
@@ -175,17 +187,19 @@ class RunSettings:
                                    partial(values.number, low=0.0, high=1000.0, low_open=True, allow_none=True))
     stop_at_step: int | None = setting(None, "end this run early at this step (schedule still planned for "
                                        "max_steps); resume later", optional_integer)
-    log_every: int = setting(10, "optimizer steps between logged metric points", values.integer)
+    log_every: int = setting(10, "optimizer steps between logged metric points", values.integer, bookkeeping=True)
     checkpoint_every: int | None = setting(100, "optimizer steps between checkpoints (null = only at the end)",
-                                           optional_integer)
+                                           optional_integer, bookkeeping=True)
     checkpoint_keep: int = setting(2, "keep the newest N checkpoints (older ones are deleted; the final one is "
-                                   "always kept)", values.integer)
+                                   "always kept)", values.integer, bookkeeping=True)
     monitors: tuple[str, ...] = setting([], "DeepSpeed monitors that also get every logged metric: "
-                                        + ", ".join(MONITORS), _monitors)
-    output_dir: Path | None = setting(None, "null = outputs/distill/<time>-<config hash>", _directory)
-    resume: Path | None = setting(None, "a <output_dir>/checkpoints directory to continue from", _resume)
+                                        + ", ".join(MONITORS), _monitors, bookkeeping=True)
+    output_dir: Path | None = setting(None, "null = outputs/distill/<time>-<config hash>", _directory,
+                                      bookkeeping=True)
+    resume: Path | None = setting(None, "a <output_dir>/checkpoints directory to continue from", _resume,
+                                  bookkeeping=True)
     progress_bar: bool = setting(True, "a tqdm bar; False: one plain log line per log point (for log files)",
-                                 values.flag)
+                                 values.flag, bookkeeping=True)
     eval_max_sequences: int | None = setting(1000, "held-out sequences for the final masked-token accuracy of "
                                              "teacher and student (0 = skip)",
                                              partial(values.integer, minimum=0, allow_none=True))
@@ -311,7 +325,8 @@ MASKING = Block.from_records("masking", "dynamic masking of the masked-LM target
                              **{f.name: Setting(f.default, MASKING_DOCS[f.name]) for f in fields(MaskingConfig)})
 STUDENT = Block.of("student", "which student: its class, depth, the teacher layers it starts from", StudentSettings)
 DATA = Block.of("data", "the corpus, how it is cut into sequences, and the held-out share", DataSettings)
-PERFORMANCE = Block.of("performance", "how fast, never what is computed (see README \"Speed\")", PerformanceSettings)
+PERFORMANCE = Block.of("performance", "how fast, never what is computed (see README \"Speed\")", PerformanceSettings,
+                       bookkeeping=True)
 RUN = Block.of("", "how long, how often: schedule length, logging, checkpoints, output", RunSettings)
 DISTILL_BLOCKS = (TOP, LOSS, STUDENT, MASKING, DATA, BATCH, OPTIM, PERFORMANCE, RUN)
 
@@ -319,6 +334,12 @@ DISTILL_BLOCKS = (TOP, LOSS, STUDENT, MASKING, DATA, BATCH, OPTIM, PERFORMANCE, 
 def distill_defaults() -> dict[str, Any]:
     """The distill experiment's default config (what ``print_config`` shows, less Sacred's ``tracking`` block)."""
     return nested_defaults(DISTILL_BLOCKS)
+
+
+def distill_bookkeeping_keys() -> frozenset[str]:
+    """The distill keys that change no trained weight and no measured number (where outputs go, what is shown,
+    how fast): runs that differ only in these may be averaged as seeds (``analysis.seed_groups``)."""
+    return bookkeeping_keys(DISTILL_BLOCKS)
 
 
 def distill_docs() -> dict[str, str]:

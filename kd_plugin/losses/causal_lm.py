@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from kd_plugin.losses.logit_kernels import masked_lm_cross_entropy, select_rows
+from functools import partial
+
+from kd_plugin.losses.fused_logit_rows import RowPart
+from kd_plugin.losses.logit_kernels import cross_entropy_chunk, masked_lm_cross_entropy, select_rows
 from kd_plugin.losses.outputs import DistillationOutputs
 from kd_plugin.losses.term import LOSS_TERMS, LossTerm
 
@@ -23,3 +26,8 @@ class CausalLMCrossEntropy(LossTerm):
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:
         logits = select_rows(outputs.student_logits, outputs.target_row_index)  # (n_targets, voc_size)
         return masked_lm_cross_entropy(logits, outputs.target_labels, outputs.logit_chunk_rows)  # ()
+
+    def row_part(self, outputs: DistillationOutputs) -> RowPart | None:
+        """Every row, the labels' -100 (padding, a sequence's last token) dropping the rows without a target."""
+        chunk = partial(cross_entropy_chunk, may_ignore=True)
+        return RowPart(chunk, outputs.labels.flatten(), None, outputs.target_row_index.shape[0])

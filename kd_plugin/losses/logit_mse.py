@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from kd_plugin.losses.logit_kernels import logit_mse, select_rows
+from kd_plugin.losses.fused_logit_rows import RowPart
+from kd_plugin.losses.logit_kernels import logit_mse, logit_mse_chunk, select_rows
 from kd_plugin.losses.outputs import DistillationOutputs
-from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, row_index
+from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, row_index, token_row_part
 
 
 @LOSS_TERMS.register("mse")
@@ -26,3 +27,6 @@ class LogitMSE(LossTerm):
         s_logits = select_rows(outputs.student_logits, rows)  # (n_rows, voc_size)
         t_logits = select_rows(outputs.teacher_logits, rows)  # (n_rows, voc_size)
         return logit_mse(s_logits, t_logits, outputs.logit_chunk_rows)  # ()
+
+    def row_part(self, outputs: DistillationOutputs) -> RowPart | None:
+        return token_row_part(outputs, logit_mse_chunk, outputs.teacher_logits) if self.rows == "tokens" else None

@@ -2,6 +2,10 @@
 
 The declaration (weights by term name, temperature, per-term options) is validated in full when the mixture is
 built, before any model runs. Forward returns every weighted term and the total, so each can be logged.
+
+With ``fuse_logit_rows`` the terms that average over every real token's logits (``ce``, ``mse`` over tokens,
+``clm``) are computed in one shared pass (:mod:`kd_plugin.losses.fused_logit_rows`); the others, and all terms
+when it is off, run their own ``forward`` (the reference path). Both give the same values to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.losses.fused_logit_rows import RowPart, fused_row_losses
 from kd_plugin.losses.outputs import DistillationOutputs
 from kd_plugin.losses.term import LOSS_TERMS, OPTIONS_KEY, WEIGHTS_KEY, ModelDims, check_options
 
@@ -104,12 +109,13 @@ class MixtureDeclaration:
 class LossMixture(nn.Module):
     """The weighted sum of the active terms. Terms with weight 0 are not built and cost nothing."""
 
-    def __init__(self, declaration: MixtureDeclaration, dims: ModelDims):
+    def __init__(self, declaration: MixtureDeclaration, dims: ModelDims, fuse_logit_rows: bool = False):
         super().__init__()
         declaration.validate()
         self.declaration = declaration
         self.weights = declaration.active
         self.terms = nn.ModuleDict({name: self._build(name, dims) for name in self.weights})
+        self.fuse_logit_rows = fuse_logit_rows
 
     def _build(self, name: str, dims: ModelDims):
         options = dict(self.declaration.options.get(name, {}))
@@ -128,8 +134,34 @@ class LossMixture(nn.Module):
         """Extra model outputs the active terms read ("hidden_states", "attentions")."""
         return frozenset().union(*(term.needs for term in self.terms.values()))
 
+    def _row_parts(self, outputs: DistillationOutputs) -> dict[str, RowPart]:
+        """The terms that go through the shared pass over all token rows for this batch (none when it is off)."""
+        if not self.fuse_logit_rows or outputs.student_logits.dtype == torch.float16:
+            return {}  # fp16: see fused_logit_rows' docstring
+        if 2 * outputs.token_row_index.shape[0] < outputs.attention_mask.numel():
+            return {}  # mostly padding: the pass would spend more on pad rows than the row copies cost
+        parts = {name: term.row_part(outputs) for name, term in self.terms.items()}
+        return {name: part for name, part in parts.items() if part is not None}
+
     def forward(self, outputs: DistillationOutputs) -> dict[str, torch.Tensor]:
-        """Return ``{"loss_<term>": alpha * L, ..., "loss": total}``; each value a scalar tensor."""
-        weighted = {f"loss_{name}": self.weights[name] * term(outputs) for name, term in self.terms.items()}
-        weighted["loss"] = torch.stack(list(weighted.values())).sum()
+        """Return ``{"loss_<term>": alpha * L, ..., "loss": total}``; each value a scalar tensor.
+
+        Only ``loss`` carries the gradient of the terms computed in the shared pass (their entries are detached).
+        """
+        parts = self._row_parts(outputs)
+        summands, shared = [], {}
+        if parts:
+            total, values = fused_row_losses(
+                outputs.student_logits, [(self.weights[name], part) for name, part in parts.items()],
+                outputs.logit_chunk_rows)  # (), (n_parts,)
+            summands.append(total)
+            shared = dict(zip(parts, values))
+        weighted = {}
+        for name, term in self.terms.items():
+            if name in shared:
+                weighted[f"loss_{name}"] = self.weights[name] * shared[name]
+            else:
+                weighted[f"loss_{name}"] = self.weights[name] * term(outputs)
+                summands.append(weighted[f"loss_{name}"])
+        weighted["loss"] = torch.stack(summands).sum()
         return weighted

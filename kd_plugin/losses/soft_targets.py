@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from kd_plugin.losses.logit_kernels import select_rows, soft_target_kl
+from functools import partial
+
+from kd_plugin.losses.fused_logit_rows import RowPart
+from kd_plugin.losses.logit_kernels import select_rows, soft_target_kl, soft_target_kl_chunk
 from kd_plugin.losses.outputs import DistillationOutputs
-from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, row_index
+from kd_plugin.losses.term import LOSS_TERMS, LossTerm, ModelDims, check_rows, row_index, token_row_part
 
 
 @LOSS_TERMS.register("ce")
@@ -28,3 +31,9 @@ class SoftTargetKL(LossTerm):
         s_logits = select_rows(outputs.student_logits, rows)  # (n_rows, voc_size)
         t_logits = select_rows(outputs.teacher_logits, rows)  # (n_rows, voc_size)
         return soft_target_kl(s_logits, t_logits, self.temperature, outputs.logit_chunk_rows)  # ()
+
+    def row_part(self, outputs: DistillationOutputs) -> RowPart | None:
+        if self.rows != "tokens":
+            return None
+        chunk = partial(soft_target_kl_chunk, temperature=self.temperature)
+        return token_row_part(outputs, chunk, outputs.teacher_logits)

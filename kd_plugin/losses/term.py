@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.losses.fused_logit_rows import RowPart
+from kd_plugin.losses.logit_kernels import ChunkLossAndGrad
 from kd_plugin.losses.outputs import DistillationOutputs
 from kd_plugin.registry import Registry
 
@@ -61,6 +63,12 @@ class LossTerm(nn.Module):
     def forward(self, outputs: DistillationOutputs) -> torch.Tensor:  # () scalar
         raise NotImplementedError
 
+    def row_part(self, outputs: DistillationOutputs) -> RowPart | None:
+        """This term's share of the mixture's single pass over every token row's logits
+        (:mod:`kd_plugin.losses.fused_logit_rows`), or None: the term then runs its own ``forward``. Only terms
+        whose value equals ``forward``'s (to rounding) over all real tokens take part."""
+        return None
+
 
 LOSS_TERMS: Registry[type[LossTerm]] = Registry("loss term")
 # The config keys terms are declared under: a term's weight is ``loss_weights.<name>`` (the mixture renames it
@@ -99,6 +107,13 @@ def check_rows(rows: str, key: str, objective: str = "masked_lm") -> str:
         raise ConfigError(key, f"'masked' rows need a masked-LM teacher; this teacher is trained for {objective}",
                           "'tokens' (all non-pad positions, as the original distiller for GPT-2)")
     return rows
+
+
+def token_row_part(outputs: DistillationOutputs, chunk: ChunkLossAndGrad, target: torch.Tensor) -> RowPart:
+    """A :class:`RowPart` over all real tokens; ``target`` (bs, seq_len, ...) is flattened to one row per token."""
+    n_tokens = outputs.token_row_index.shape[0]  # host int: the index's length, no device read
+    keep = None if n_tokens == outputs.attention_mask.numel() else outputs.token_mask.flatten()  # (N,)
+    return RowPart(chunk, target.detach().flatten(0, 1), keep, n_tokens)
 
 
 def row_index(rows: str, outputs: DistillationOutputs) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from kd_plugin.losses import DistillationOutputs, LossMixture
+from kd_plugin.losses.logit_kernels import auto_chunk_rows
 from kd_plugin.training.phase_timer import PhaseTimer
 
 
@@ -24,13 +25,19 @@ def freeze_teacher(teacher: PreTrainedModel, dtype: torch.dtype) -> PreTrainedMo
 
 class DistillationModule(nn.Module):
     def __init__(self, student: PreTrainedModel, mixture: LossMixture, teacher: PreTrainedModel,
-                 logit_chunk_rows: int | None = None, timer: PhaseTimer | None = None):
+                 logit_chunk_rows: int | str | None = None, timer: PhaseTimer | None = None):
         super().__init__()
         self.student = student
         self.mixture = mixture
         object.__setattr__(self, "teacher", teacher)  # deliberately not registered (see module docstring)
         self.logit_chunk_rows = logit_chunk_rows
         object.__setattr__(self, "timer", timer or PhaseTimer(enabled=False))
+
+    def _chunk_rows(self, logits: torch.Tensor) -> int | None:
+        """``performance.logit_chunk_rows``, with ``auto`` resolved for this vocabulary and device."""
+        if self.logit_chunk_rows == "auto":
+            return auto_chunk_rows(logits.shape[-1], logits.device.type)
+        return self.logit_chunk_rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 token_rows: torch.Tensor | None = None, target_rows: torch.Tensor | None = None
@@ -59,7 +66,7 @@ class DistillationModule(nn.Module):
             teacher_attentions=t_out.attentions if attentions else None,
             token_rows=token_rows,
             target_rows=target_rows,
-            logit_chunk_rows=self.logit_chunk_rows,
+            logit_chunk_rows=self._chunk_rows(s_out.logits),
         )
         with self.timer.phase("loss"):
             return self.mixture(outputs)

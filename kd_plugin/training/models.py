@@ -76,7 +76,7 @@ def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Mode
         apply_to_student(student, requirements)  # attention dropout stays off where a term compares attentions
     if config.student.freeze_position_embeddings:  # the original Distil* code's --freeze_pos_embs
         freeze_position_embeddings(student, family_of(student.config))
-    mixture = LossMixture(config.loss, model_dims(student, teacher))
+    mixture = LossMixture(config.loss, model_dims(student, teacher), config.performance.fuse_logit_rows)
     teacher = freeze_teacher(teacher, DTYPES[config.deepspeed.precision])
     student.train()
     if config.performance.compile:

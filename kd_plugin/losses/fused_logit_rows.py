@@ -1,0 +1,111 @@
+"""One pass over the student's logit rows for every logit term that averages over all real tokens.
+
+Each logit term on its own (``logit_kernels``) selects its rows with ``index_select`` (a copy of
+(n_rows, voc_size) for each model), walks them in chunks, stores its own (n_rows, voc_size) gradient, and its
+backward scatters that gradient into a zeroed (bs * seq_len, voc_size) tensor that autograd then adds to the
+other terms'. DistilGPT2's recipe (``ce`` over every real token, ``clm`` over every token with a next token)
+reads almost the same rows twice and so pays all of it twice: three row copies, two stored gradients, two
+zero-filled scatters and an addition, all vocabulary-sized.
+
+Here the terms that read all token rows share one pass over the flat logits, in place:
+
+    for each chunk of flat rows (a view, no copy):  s = student chunk upcast to fp32 once
+        for each term k:  row losses r_k (chunk,); G[chunk] (+)= c_k * g_k, g_k the gradient of the term's
+                          row sum, written straight into the stored gradient G (fp32 logits) in one pass
+        rows that do not count (padding; a position without a next token) get r_k = 0 and c_k = 0
+
+    L_k = sum of r_k / n_k        (n_k: the term's row count, a host int)
+    total = sum_k w_k * L_k       dtotal/ds = (w_max / n_max) * G,  c_k = (w_k / w_max) * (n_max / n_k)
+
+So there is no row copy, one stored gradient, no scatter and no addition; padding rows cost their share of the
+softmaxes (the mixture uses this pass only when real tokens are at least half of the rows, as in the trainer's
+length-grouped batches). ``c_k <= n_max / n_k`` keeps the stored gradient within the magnitudes the single-term
+kernels store (the weight and ``1 / n`` are applied in backward); fp16 logits are not fused (a relative weight
+of 1e-6 would underflow fp16 in ``g_k``): the mixture keeps the single-term path for them.
+
+Values and gradients equal the single-term kernels' to fp32 rounding (``tests/test_losses_fused_rows.py``).
+Nothing here reads a device value on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kd_plugin.losses.logit_kernels import (
+    ChunkLossAndGrad,
+    chunk_output,
+    compute_dtype_of,
+    row_chunks,
+    scale_saved_gradient,
+)
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """One term's share of the pass: its chunk formula, its target at every flat row, the rows that count."""
+
+    chunk: ChunkLossAndGrad  # writes (or adds) its coefficient times its gradient, returns its row losses
+    target: torch.Tensor  # (N, voc_size) teacher logits, detached; or (N,) label ids, -100 where none
+    keep: torch.Tensor | None  # (N,) bool: rows that count (None = every row, or the -100 labels decide)
+    n_rows: int  # how many rows count: the term's normaliser (a host int, never read from the device)
+
+
+class _FusedRowLosses(torch.autograd.Function):
+    """``(total, values)``: ``total = sum_k w_k * L_k`` (differentiable), ``values = (L_1, ..., L_K)`` (not)."""
+
+    @staticmethod
+    def forward(ctx, student_rows, weights: tuple[float, ...], parts: tuple[RowPart, ...], chunk_rows: int | None):
+        n_flat = student_rows.shape[0]
+        compute_dtype = compute_dtype_of(student_rows.dtype)
+        w_max = max(weights)
+        n_max = max(max(part.n_rows for part in parts), 1)
+        scales = [(w / w_max) * (n_max / max(part.n_rows, 1)) for w, part in zip(weights, parts)]
+        sums = [torch.zeros((), dtype=compute_dtype, device=student_rows.device) for _ in parts]  # each ()
+        gradient = torch.empty(student_rows.shape, dtype=student_rows.dtype, device=student_rows.device)  # (N, V)
+        for start, stop in row_chunks(n_flat, chunk_rows):
+            s_chunk = student_rows[start:stop].to(compute_dtype)  # (chunk, voc_size), a view for fp32 logits
+            out = chunk_output(gradient, start, stop, compute_dtype)  # (chunk, voc_size), written by the parts
+            for k, part in enumerate(parts):
+                coef = scales[k]
+                if part.keep is not None:
+                    keep = part.keep[start:stop]  # (chunk,)
+                    coef = keep.unsqueeze(1).to(compute_dtype) * coef  # (chunk, 1): 0 on rows that do not count
+                row_losses = part.chunk(s_chunk, part.target[start:stop], coef, out, k > 0)  # (chunk,)
+                if part.keep is not None:
+                    row_losses = row_losses.masked_fill(~keep, 0.0)  # (chunk,)
+                sums[k] = sums[k] + row_losses.sum()  # ()
+            if out.dtype != gradient.dtype:
+                gradient[start:stop].copy_(out)  # (chunk, voc_size) cast to the logits' dtype
+            del s_chunk, out
+        values = torch.stack([total / max(part.n_rows, 1) for total, part in zip(sums, parts)])  # (K,)
+        weight_vector = torch.tensor(weights, dtype=compute_dtype, device=values.device)  # (K,)
+        ctx.save_for_backward(gradient)
+        ctx.gradient_scale = w_max / n_max
+        ctx.chunk_rows, ctx.compute_dtype = chunk_rows, compute_dtype
+        ctx.mark_non_differentiable(values)
+        return (weight_vector * values).sum(), values  # (), (K,)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total, _grad_values):
+        (gradient,) = ctx.saved_tensors  # (N, voc_size)
+        scale = grad_total.to(ctx.compute_dtype) * ctx.gradient_scale  # ()
+        return scale_saved_gradient(gradient, scale, ctx.compute_dtype, ctx.chunk_rows), None, None, None
+
+
+def fused_row_losses(
+    student_logits: torch.Tensor, weighted_parts: list[tuple[float, RowPart]], chunk_rows: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_k w_k * L_k, (L_1, ..., L_K))`` for the parts, in one pass over the student's logits.
+
+    ``student_logits`` (bs, seq_len, voc_size) or (N, voc_size); weights > 0. The values are detached (for
+    logging): only the total carries the gradient.
+    """
+    if not weighted_parts or any(not w > 0 for w, _ in weighted_parts):
+        raise ValueError("fused_row_losses needs at least one part, each with a weight > 0")
+    rows = student_logits.flatten(0, -2)  # (N, voc_size), a view
+    weights = tuple(float(w) for w, _ in weighted_parts)
+    parts = tuple(part for _, part in weighted_parts)
+    return _FusedRowLosses.apply(rows, weights, parts, chunk_rows)
