@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.seed_groups import describe_mixed, mixed_settings, setting_columns
+
 SEED_COLUMN = "seed"
 
 
@@ -49,6 +51,7 @@ def ablation_table(
     metrics: str | Sequence[str] = ("final.loss",),
     reference: Mapping[str, Any] | Hashable | None = None,
     seed_column: str = SEED_COLUMN,
+    mixed: str = "refuse",
 ) -> pd.DataFrame:
     """Mean and standard deviation (over the runs of each group, ddof=1: NaN for a single run) of each metric.
 
@@ -58,7 +61,13 @@ def ablation_table(
     reference: the row the ``Δ`` columns are relative to, as ``{column: value}`` or an index label; None
     gives no ``Δ`` columns.
 
+    mixed: a row whose runs differ in a setting other than the seed (world size, launcher, DeepSpeed file,
+    ``stop_at_step``, any config value but the declared bookkeeping keys; :mod:`analysis.seed_groups`) is
+    refused (``"refuse"``: a ValueError naming the row, the columns and their values), or becomes several rows
+    (``"split"``: those columns are added to ``group_by``, with a warning).
+
     Columns: ``n_seeds`` (distinct seeds), ``n_runs``, then per metric ``<m> mean``, ``<m> std``, ``Δ <m>``.
+    When a row holds more runs than seeds (a seed run twice) a warning says which; the std is then over runs.
     Rows: the reference first, the others in the order they first appear in ``runs``.
 
     A run with any metric NaN or infinite, or missing where other runs of its row have it (a diverged run), is
@@ -67,14 +76,17 @@ def ablation_table(
     [run ids]}`` of those runs.
     """
     keys, metrics = _as_list(group_by), _as_list(metrics)
+    if mixed not in ("refuse", "split"):
+        raise ValueError(f"mixed={mixed!r}; allowed: 'refuse', 'split'")
     missing = [c for c in keys + metrics if c not in runs.columns]
     if missing:
         raise KeyError(f"not in the runs table: {missing}; columns: {list(runs.columns)}")
     usable = runs.dropna(subset=keys)
     if len(usable) < len(runs):
         warnings.warn(f"{len(runs) - len(usable)} run(s) without a value for {keys} left out", stacklevel=2)
+    keys = _seed_groups(usable, keys, metrics, seed_column, mixed)  # + the split columns (null is a value there)
     usable, dropped = _finite_runs(usable, keys, metrics)
-    grouped = usable.groupby(keys if len(keys) > 1 else keys[0], sort=False, dropna=True)
+    grouped = usable.groupby(keys if len(keys) > 1 else keys[0], sort=False, dropna=False)
 
     columns: dict[str, pd.Series] = {}
     columns["n_seeds"] = grouped[seed_column].nunique() if seed_column in usable.columns else grouped.size()
@@ -97,6 +109,33 @@ def ablation_table(
     return table
 
 
+def _seed_groups(runs: pd.DataFrame, keys: list[str], metrics: list[str], seed_column: str, mixed: str
+                 ) -> list[str]:
+    """``keys``, or with ``mixed="split"`` ``keys`` plus the settings that differ inside a row; refuses rows that
+    mix settings otherwise, and warns when a row holds a seed more than once."""
+    settings = setting_columns(runs, exclude=[*keys, *metrics, seed_column])
+    differing = mixed_settings(runs[[*keys, seed_column, *settings]] if seed_column in runs.columns
+                               else runs[[*keys, *settings]], keys, seed_column)
+    if differing and mixed == "refuse":
+        extra = sorted({column for columns in differing.values() for column in columns})
+        raise ValueError(f"rows of {keys} mix runs that differ in more than the seed: {describe_mixed(differing)}; "
+                         f"group by {keys + extra}, select the runs you mean, or pass mixed='split'")
+    if differing:
+        extra = sorted({column for columns in differing.values() for column in columns} - set(keys))
+        warnings.warn(f"rows split by {extra} as well: their runs differ in them ({describe_mixed(differing)})",
+                      stacklevel=3)
+        keys = keys + extra
+    if seed_column in runs.columns:
+        counted = runs.groupby(keys if len(keys) > 1 else keys[0], sort=False, dropna=False)[seed_column]
+        repeated = {label: sorted(seeds[seeds.duplicated()].unique().tolist()) for label, seeds in counted
+                    if seeds.duplicated().any()}
+        if repeated:
+            warnings.warn("rows with a seed run more than once (their mean and std are over runs, not seeds; "
+                          "analysis.ablation_report keeps the latest run per seed): "
+                          + "; ".join(f"{label}: seed {seeds}" for label, seeds in repeated.items()), stacklevel=3)
+    return keys
+
+
 def _finite_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> tuple[pd.DataFrame, dict]:
     """The runs whose every metric is a finite number (or missing in every run of the row: a term that was off),
     and ``{row label: [run ids]}`` of the others.
@@ -106,7 +145,7 @@ def _finite_runs(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> tup
     row, so ``n_runs`` is what each mean is over; a warning names them."""
     numbers = runs[metrics].apply(pd.to_numeric, errors="coerce")  # (n_runs, n_metrics)
     # a metric no run of the row has (a loss term switched off, e.g. final.loss_ce of no_ce) is no divergence
-    row_has = numbers.notna().groupby([runs[k] for k in keys], sort=False).transform("any")
+    row_has = numbers.notna().groupby([runs[k] for k in keys], sort=False, dropna=False).transform("any")
     values = numbers.to_numpy(dtype=float)
     finite = (np.isfinite(values) | ~row_has.to_numpy(dtype=bool)).all(axis=1)  # (n_runs,)
     if finite.all():

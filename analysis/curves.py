@@ -16,15 +16,17 @@ from pymongo.database import Database
 from analysis.connection import open_database
 from analysis.logged_metrics import fetch_long
 from analysis.resumes import chain_links, stitch
-from analysis.runs import config_columns, load_runs
+from analysis.runs import load_runs
+from analysis.seed_groups import setting_columns
 
 DEFAULT_COLUMNS = ("variant", "seed")
 
 
 def varying_columns(runs: pd.DataFrame) -> list[str]:
-    """``variant`` and ``seed``, plus every config column whose value differs between the runs."""
+    """``variant`` and ``seed``, plus every setting that differs between the runs: config values (less the
+    declared bookkeeping keys, such as ``output_dir``) and launch facts (``world_size``, ``launcher``)."""
     columns = [c for c in DEFAULT_COLUMNS if c in runs.columns]
-    for column in config_columns(runs):
+    for column in setting_columns(runs):
         if column not in columns and runs[column].astype(str).nunique(dropna=False) > 1:
             columns.append(column)
     return columns
@@ -43,8 +45,9 @@ def load_metrics(
 
     runs: a runs table from :func:`analysis.load_runs` (its index is used), or run ids.
     names: a metric name or several (None: all). The filter runs in the database.
-    columns: runs-table columns to attach; default :func:`varying_columns` (variant, seed, and the config
-    values that differ between the runs).
+    columns: runs-table columns to attach; default :func:`varying_columns` (variant, seed, and the settings
+    that differ between the runs), so :func:`analysis.plot_loss_curves` can tell which runs are seeds of one
+    setting.
     follow_resumes: each run's curve continues the runs it was resumed from (:mod:`analysis.resumes`): their
     points up to each resume step, then its own, every step once, under the run's id; a ``logged_by`` column
     says which run logged each point. (For chain ends only, pass ``runs[runs.resumed_by_run.isna()]``.)

@@ -11,7 +11,8 @@ Columns (index ``run_id``, the Sacred ``_id``):
   ``bert``/``masked_lm``, ``gpt2``/``causal_lm``, ...; NA for runs that built no student), ``variant`` (the paper
   ablation variant, :func:`kd_plugin.ablation.variant_of` from
   the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
-  ``host`` (hostname), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
+  ``host`` (hostname), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
+  ``none``; NA for runs that record no launch), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
   heartbeat of a run that has not stopped);
 * ``resumed_from_run`` (the run whose checkpoint this run started from) and ``resumed_by_run`` (the run that
   resumed this one), NA where none; :func:`analysis.load_metrics` ``follow_resumes=True`` stitches the curves;
@@ -59,13 +60,15 @@ from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
 from kd_plugin.tracking.run_tags import parse_tags
 
 META_COLUMNS = [
-    "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "start_time", "stop_time", "duration_s",
+    "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "world_size",
+    "launcher", "start_time", "stop_time", "duration_s",
     RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
-    "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "info.engine.world_size": 1,
+    "info.ranks": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 
@@ -99,6 +102,8 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
         "sweep": tags.get("sweep"),
         "comment": comment,
         "host": (doc.get("host") or {}).get("hostname"),
+        "world_size": (info.get("engine") or {}).get("world_size"),
+        "launcher": ((info.get("ranks") or [{}])[0] or {}).get("launcher"),
         "start_time": start,
         "stop_time": stop,
         "duration_s": (end - start).total_seconds() if start and end else None,

@@ -1,5 +1,6 @@
 """`experiments/distill.py` under torchrun as under the deepspeed launcher: one run record per job (rank 0), the
-same seed on every rank, every process's node rank and host in the run's info; two "nodes" on one machine;
+same seed on every rank, every process's node rank and host in the run's info (and world size and launcher in the
+analysis, which will not average a 2-process run with a 1-process one as seeds); two "nodes" on one machine;
 and Sacred's `-F` giving a file-only run without starting the embedded database."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import uuid
 import pymongo
 import pytest
 
+from analysis import ablation_table, load_metrics, load_runs, plot_loss_curves
 from tests.distill_runner import PROJECT, VENV_BIN, check, free_port, read_metrics, run_env
 
 SCRIPT = str(PROJECT / "experiments" / "distill.py")
@@ -39,6 +41,24 @@ def test_torchrun_two_processes_record_one_run_with_both_ranks(tmp_path, db):
     ranks = record["info"]["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and {r["launcher"] for r in ranks} == {"torchrun"}
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
+
+    # The same config on one process, seed 43: the analysis shows world size and launcher, and refuses to
+    # average the two runs as "seeds" of one setting (they differ in more than the seed).
+    check(subprocess.run([sys.executable, SCRIPT, "with", *TINY, "seed=43", f"output_dir={tmp_path / 'one'}"],
+                         env=run_env(*db), cwd=PROJECT, capture_output=True, text=True, timeout=900))
+    database = pymongo.MongoClient(db[0])[db[1]]
+    runs = load_runs(db=database, downstream=False)
+    assert runs[["world_size", "launcher", "seed"]].values.tolist() == [[2, "torchrun", 42], [1, "none", 43]]
+    with pytest.raises(ValueError, match=r"differ in more than the seed: full: world_size \[1, 2\], "
+                                         r"launcher \['none', 'torchrun'\]"):
+        ablation_table(runs, group_by="variant", metrics="final.loss")
+    with pytest.warns(UserWarning, match="rows split by"):
+        split = ablation_table(runs, group_by="variant", metrics="final.loss", mixed="split")
+    assert split["n_seeds"].tolist() == [1, 1] and len(split) == 2
+    curves = load_metrics(runs, "loss", db=database)
+    with pytest.raises(ValueError, match="world_size"):
+        plot_loss_curves(curves, path=tmp_path / "mixed.png")
+    assert plot_loss_curves(curves, path=tmp_path / "split.png", mixed="split").stat().st_size > 0
 
 
 def test_two_nodes_on_one_machine_record_one_run_with_both_node_ranks(tmp_path, db):
