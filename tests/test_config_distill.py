@@ -48,6 +48,7 @@ def test_the_defaults_parse_into_typed_blocks(defaults):
     ("optim.lr", "1e-3"), ("optim.eps", -1.0), ("max_steps", "150"), ("log_every", 0), ("seed", -1),
     ("performance.compile", "yes"), ("performance.logit_chunk_rows", 0), ("student.dropout", 1.5),
     ("student.fold_token_type_embedding", 1), ("masking.random_tokens", "all"), ("optim.schedule_extra_step", 2),
+    ("performance.logit_chunk_rows", "big"), ("data.num_proc", 0), ("data.num_proc", "all"),
 ])
 def test_a_value_of_the_wrong_type_or_range_names_its_key(defaults, key, value):
     with pytest.raises(ConfigError) as err:
@@ -63,6 +64,7 @@ def test_a_value_of_the_wrong_type_or_range_names_its_key(defaults, key, value):
     ({"optim.lr": 0}, "optim.lr"),
     ({"performance.prefetch_batches": -1}, "performance.prefetch_batches"),
     ({"optim.no_decay": "none"}, "optim.no_decay"),
+    ({"data.num_proc": 0}, "data.num_proc"),
 ])
 def test_a_bad_value_is_refused_under_the_key_the_user_typed(defaults, updates, key):
     cfg = defaults

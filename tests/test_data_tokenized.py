@@ -195,3 +195,26 @@ def test_bad_arguments_raise_config_errors(bert_tokenizer, corpus, tmp_path):
     with pytest.raises(ConfigError, match="no non-empty document"):
         build_tokenized_corpus(empty, bert_tokenizer, 32, tmp_path)
     assert not any(tmp_path.iterdir())  # the failed build left nothing behind
+
+
+def test_several_processes_give_exactly_the_one_process_result(bert_tokenizer, tmp_path):
+    """data.num_proc parallelises cleaning and tokenizing; rows, order, ids, counts and stats are identical."""
+    documents = load_corpus("wiki_leads").select(range(600))
+    one = build_tokenized_corpus(documents, bert_tokenizer, 64, tmp_path / "one", 0.05, num_proc=1)
+    three = build_tokenized_corpus(documents, bert_tokenizer, 64, tmp_path / "three", 0.05, num_proc=3)
+    assert len(one.train) > 600  # long leads are split into several chunks
+    for split in ("train", "held_out"):
+        a, b = getattr(one, split), getattr(three, split)
+        assert a.column_names == b.column_names and len(a) == len(b)
+        for column in a.column_names:
+            assert a[column] == b[column], (split, column)
+    assert torch.equal(one.token_counts, three.token_counts)
+    assert one.stats == three.stats
+
+
+def test_auto_processes_follow_the_corpus_size_and_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 5, 7})  # 5 usable cores of a bigger machine
+    resolve = tokenized_module.resolve_num_proc
+    assert resolve("auto", tokenized_module.AUTO_PARALLEL_DOCUMENTS - 1) == 1
+    assert resolve("auto", tokenized_module.AUTO_PARALLEL_DOCUMENTS) == 5
+    assert resolve(3, 10) == 3

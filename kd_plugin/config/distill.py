@@ -90,6 +90,15 @@ class StudentSettings:
         return cls(**STUDENT.parse(student))
 
 
+def _num_proc(value: Any, key: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return values.integer(value, key, maximum=512)
+    except ConfigError as err:
+        raise ConfigError(key, err.problem, f"auto or {err.allowed}") from None
+
+
 def _pad_token(value: Any, key: str) -> str | None:
     return None if value is None else values.choice(value, key, PAD_TOKENS)
 
@@ -117,6 +126,9 @@ class DataSettings:
     text_checks: str = setting("refuse", "a corpus sample the teacher's tokenizer makes garbage of (unknown tokens, "
                                "[MASK]-style markup, mis-decoded words): refuse | warn | off",
                                partial(values.choice, choices=TEXT_CHECKS))
+    num_proc: int | str = setting("auto", "processes that clean and tokenize the corpus: auto = the usable cores "
+                                  "from 50,000 documents on, else 1 (the result is the same for any value)",
+                                  _num_proc, bookkeeping=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSettings:
@@ -124,10 +136,10 @@ class DataSettings:
 
 
 def _chunk_rows(value: Any, key: str) -> int | str | None:
-    if value == "auto":
+    if value == "auto" or value is None:
         return value
     try:
-        return values.integer(value, key, allow_none=True)
+        return values.integer(value, key)
     except ConfigError as err:
         raise ConfigError(key, err.problem, f"auto, null or {err.allowed}") from None
 

@@ -152,15 +152,30 @@ def document_hash_fraction(text: str) -> float:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-def _split_documents(texts: list[str], held_out_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) document indices, each sorted: held out iff the document's hash fraction is below
-    ``held_out_fraction``. The split depends on each document's text only (never on the seed or the corpus
-    order), so a smaller fraction's held-out set is contained in a larger one's. Tiny corpora: when the rule
-    gives no held-out (or no train) document while fraction > 0, the document with the smallest (largest) hash
-    moves over, so both splits are non-empty whenever there are two documents."""
-    fractions = np.array([document_hash_fraction(t) for t in texts], dtype=np.float64)  # (n_docs,)
+# Documents per Arrow batch when hashing the text column: bounded memory, whatever the corpus size.
+HASH_BATCH_DOCUMENTS = 10_000
+
+
+def _document_fractions(documents: Dataset) -> np.ndarray:
+    """:func:`document_hash_fraction` of every document's ``text``, read in Arrow batches (never the whole column
+    as one Python list, whatever the ``datasets`` release): (n_docs,) float64."""
+    fractions = np.empty(len(documents), dtype=np.float64)  # (n_docs,)
+    start = 0
+    for batch in documents.with_format("arrow").iter(batch_size=HASH_BATCH_DOCUMENTS):
+        texts = batch.column("text").to_pylist()
+        fractions[start:start + len(texts)] = [document_hash_fraction(t) for t in texts]
+        start += len(texts)
+    return fractions
+
+
+def _split_documents(fractions: np.ndarray, held_out_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) document indices, each sorted: held out iff the document's hash fraction (``fractions``,
+    (n_docs,)) is below ``held_out_fraction``. The split depends on each document's text only (never on the seed
+    or the corpus order), so a smaller fraction's held-out set is contained in a larger one's. Tiny corpora: when
+    the rule gives no held-out (or no train) document while fraction > 0, the document with the smallest
+    (largest) hash moves over, so both splits are non-empty whenever there are two documents."""
     held = fractions < held_out_fraction  # (n_docs,)
-    if held_out_fraction > 0 and len(texts) >= 2:
+    if held_out_fraction > 0 and len(fractions) >= 2:
         if not held.any():
             held[int(np.argmin(fractions))] = True
         if held.all():
@@ -192,6 +207,20 @@ def _chunk_stats(chunks: Dataset, n_docs: int) -> dict[str, int]:
         "chunks": len(chunks),
         "tokens": int(pc.sum(chunks.data.column("length")).as_py() or 0),
     }
+
+
+# ``data.num_proc=auto``: below this many documents the worker processes cost more to start than they save.
+AUTO_PARALLEL_DOCUMENTS = 50_000
+
+
+def resolve_num_proc(setting: int | str, n_documents: int) -> int:
+    """Processes that clean and tokenize a corpus of ``n_documents``: ``setting``, or for ``auto`` this process's
+    usable cores (its CPU affinity, not the machine's count) for large corpora and 1 for small ones."""
+    if setting != "auto":
+        return int(setting)
+    if n_documents < AUTO_PARALLEL_DOCUMENTS:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _validate(max_seq_length: int, held_out_fraction: float, num_proc: int) -> None:
@@ -264,7 +293,8 @@ def build_tokenized_corpus(
             raise ConfigError(
                 "data.corpus", f"no non-empty document among {cleaning.n_docs_in}", "a corpus with text"
             )
-        doc_indices = dict(zip(SPLITS, _split_documents(clean["text"], held_out_fraction), strict=True))
+        doc_indices = dict(zip(SPLITS, _split_documents(_document_fractions(clean), held_out_fraction),
+                               strict=True))
 
         stats: dict[str, int] = {
             "docs_in": cleaning.n_docs_in,

@@ -34,6 +34,7 @@ from kd_plugin.data import (
     collate_batch,
     load_corpus,
 )
+from kd_plugin.data.tokenized import resolve_num_proc
 from kd_plugin.masking import IGNORE_INDEX
 from kd_plugin.objectives import Objective, TargetMaker
 from kd_plugin.training.distributed import announce, await_announcement
@@ -209,7 +210,7 @@ def build_data(config: DistillConfig, tokenizer, objective: Objective, plan: Bat
         if data.max_documents:
             documents = documents.select(range(min(data.max_documents, len(documents))))
         corpus = build_tokenized_corpus(documents, tokenizer, data.max_seq_length, data.cache_dir,
-                                        data.held_out_fraction)
+                                        data.held_out_fraction, resolve_num_proc(data.num_proc, len(documents)))
     except BaseException as err:
         if rank == 0:
             announce(CORPUS_READY, f"{FAILED}{type(err).__name__}: {err}")
