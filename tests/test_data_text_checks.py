@@ -249,10 +249,14 @@ def test_a_corpus_that_tokenizes_to_garbage_is_refused_before_compute(case, tmp_
 def test_warn_mode_distils_with_one_warning_and_records_the_measurement(tokenizer, tmp_path, db):
     corpus = tmp_path / "masked.txt"
     BROKEN["mask_markup"][0](corpus)
+    env = dict(run_env(*db), HF_DATASETS_CACHE=str(tmp_path / "home-cache"))
     proc = run_distill(["smoke", f"data.corpus={corpus}", f"data.cache_dir={tmp_path / 'cache'}",
                         f"output_dir={tmp_path / 'run'}", "data.text_checks=warn", "max_steps=2",
-                        "eval_max_sequences=0", "progress_bar=False"], run_env(*db))
+                        "eval_max_sequences=0", "progress_bar=False"], env)
     check(proc)
+    # the corpus's Arrow conversion is under data.cache_dir, not in the home folder's datasets cache
+    assert list((tmp_path / "cache" / "raw").rglob("*.arrow"))
+    assert not list((tmp_path / "home-cache").rglob("*.arrow"))
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING: data.corpus:")]
     n_masks = 200 * (len(f"0. {ENGLISH}".split()) // 5)  # 200 lines, every fifth word
     assert len(warnings) == 1 and f"special-token strings written in the text: {n_masks:,} in " in warnings[0], \

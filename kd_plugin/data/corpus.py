@@ -166,7 +166,10 @@ def bbc_news() -> Dataset:
 
 
 def _to_corpus_columns(ds: Dataset, text_column: str, source: str) -> Dataset:
-    """Keep ``text`` (renamed from ``text_column``), ``label`` and ``doc_id`` (row index if absent)."""
+    """Keep ``text`` (renamed from ``text_column``), ``label`` and ``doc_id`` where the source has them. Renaming
+    and selecting columns change only the Arrow schema; a source without ``doc_id`` gets row positions from
+    :func:`kd_plugin.data.cleaning.clean_corpus`, which writes its output anyway: adding them here would write
+    the whole text a second time."""
     if text_column not in ds.column_names:
         raise ConfigError(
             "data.text_column", f"no column {text_column!r} in {source}", ", ".join(ds.column_names)
@@ -185,15 +188,9 @@ def _to_corpus_columns(ds: Dataset, text_column: str, source: str) -> Dataset:
             text_column, "text"
         )
     ds = ds.select_columns([c for c in ("text", "label", "doc_id") if c in ds.column_names])
-    if "doc_id" not in ds.column_names:
-        ds = ds.map(_add_row_doc_ids, batched=True, with_indices=True, desc="doc ids")
-    elif ds.features["doc_id"] != Value("string"):
+    if "doc_id" in ds.column_names and ds.features["doc_id"] != Value("string"):
         ds = ds.cast_column("doc_id", Value("string"))
     return ds
-
-
-def _add_row_doc_ids(batch: dict[str, list], indices: list[int]) -> dict[str, list[str]]:
-    return {"doc_id": [str(i) for i in indices]}
 
 
 def _builder_kwargs(builder: str, sample_by: str, codec: str, path: Path) -> dict[str, str]:
@@ -239,7 +236,8 @@ def load_corpus(
     cache_dir: str | None = None,
     encoding: str = DEFAULT_ENCODING,
 ) -> Dataset:
-    """Load a corpus as a Dataset with columns ``text``, ``doc_id`` (+ ``label`` when the source has one).
+    """Load a corpus as a Dataset with column ``text`` (+ ``doc_id`` and ``label`` when the source has them; the
+    packaged corpora have ``doc_id``; cleaning adds row positions as ids to the others).
 
     ``name_or_path`` is tried, in order, as: a name in :data:`CORPORA`; an existing local file or directory
     (``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet``; a directory is searched recursively and must hold one

@@ -187,6 +187,7 @@ class DataPlan:
     total_steps: int
 
 
+RAW_CACHE = "raw"  # under data.cache_dir: the Arrow conversion of a local or hub corpus (not ~/.cache)
 CORPUS_READY = "kd_corpus_ready"  # the store key rank 0 announces once the tokenized corpus is cached
 FAILED = "failed: "
 
@@ -206,7 +207,7 @@ def build_data(config: DistillConfig, tokenizer, objective: Objective, plan: Bat
             raise RuntimeError(f"rank 0 could not prepare the corpus: {outcome[len(FAILED):]}")
     try:
         documents = load_corpus(data.corpus, sample_by=data.sample_by, text_column=data.text_column,
-                                encoding=data.encoding)
+                                encoding=data.encoding, cache_dir=str(data.cache_dir / RAW_CACHE))
         if data.max_documents:
             documents = documents.select(range(min(data.max_documents, len(documents))))
         corpus = build_tokenized_corpus(documents, tokenizer, data.max_seq_length, data.cache_dir,
