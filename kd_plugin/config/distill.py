@@ -36,7 +36,14 @@ from typing import Any
 
 from kd_plugin import validation as values
 from kd_plugin.config.batch import BATCH, BatchSettings
-from kd_plugin.config.declarations import Block, Setting, bookkeeping_keys, flat_docs, nested_defaults, setting
+from kd_plugin.config.declarations import (
+    Block,
+    Setting,
+    bookkeeping_keys,
+    flat_docs,
+    nested_defaults,
+    setting,
+)
 from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.optim import OPTIM, OptimSettings
 from kd_plugin.config.resume import find_checkpoint_dir

@@ -2,9 +2,12 @@
 
 A Hugging Face folder travels without its run: the card is what a reader of the folder (or of the Hub page)
 gets. It is written with ``huggingface_hub.ModelCard`` (offline), its metadata in the Hub's schema
-(``base_model`` = the teacher, ``pipeline_tag`` = ``fill-mask`` for a masked LM or ``text-generation`` for a
-causal LM, ``model-index`` with the held-out accuracy (masked tokens, or next tokens and perplexity) and, once a
-finetune run evaluated the folder, the downstream accuracies), its body in prose and tables.
+(``base_model`` = the Hub id of the teacher's upstream weights where it is known, ``license`` = the teacher's
+weights' licence (``other`` when not known), ``pipeline_tag`` = ``fill-mask`` for a masked LM or
+``text-generation`` for a causal LM, ``model-index`` with the student's own held-out accuracy (masked tokens, or
+next tokens and perplexity; the teacher's are in the body only, since every ``model-index`` entry is read as this
+model's) and, once a finetune run evaluated the folder, the downstream accuracies, marked when they are on a
+subset), its body in prose and tables.
 
 Everything the card says is one :class:`StudentCard`. The trainer stores it in every checkpoint's
 ``client_state["kd_card"]`` (:meth:`StudentCard.to_client_state`), so ``python -m kd_plugin.export`` can write
@@ -12,8 +15,10 @@ a card from a checkpoint alone; the card also keeps it in its metadata under ``k
 finetune run can add its scores (:func:`add_downstream_results`) and the card is rendered again from the data,
 never patched as text.
 
-Passwords: ``database`` goes through :func:`kd_plugin.tracking.credentials.mask_url` when the card is made, and
-the whole text once more when it is written, so no ``user:password@`` reaches the card or a checkpoint.
+Passwords and local addresses: ``database`` goes through :func:`publishable_database` when the card is made (a
+password masked; a server on the run's own machine named by its database only, as its address means nothing
+elsewhere), and the whole text through :func:`kd_plugin.tracking.credentials.mask_url` once more when it is
+written, so no ``user:password@`` reaches the card or a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -47,6 +53,26 @@ OBJECTIVE_TEXT = {
 
 
 FILE_STORAGE = "file storage "  # StudentCard.database of a run kept by Sacred's FileStorageObserver
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+LOCAL_SERVER = " (a server on the run's own machine)"
+
+
+def publishable_database(database: str | None) -> str | None:
+    """Where a run is saved, as a card may say it: ``<url>/<db>`` with the password masked, or, for a server on
+    the run's own machine (loopback, a Unix socket), ``<db> (a server on the run's own machine)``."""
+    if database is None or str(database).startswith(FILE_STORAGE) or str(database).endswith(LOCAL_SERVER):
+        return database
+    text = mask_url(str(database))
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    hosts = parts.netloc.rpartition("@")[2]
+    first = unquote(hosts.split(",")[0]).rsplit(":", 1)[0].strip("[]") if hosts else ""
+    if parts.scheme.startswith("mongodb") and (first in LOCAL_HOSTS or first.startswith("/") or ".sock" in first):
+        return f"{parts.path.strip('/') or 'unnamed'}{LOCAL_SERVER}"
+    return text
+
 
 @dataclass(kw_only=True)
 class StudentCard:
@@ -61,7 +87,9 @@ class StudentCard:
     teacher: str  # catalogue name, directory or hub id
     corpus: str
     language: str = "en"
-    license: str = "apache-2.0"
+    license: str | None = None  # the teacher's weights' Hub licence id; None: not known (metadata says "other")
+    base_model: str | None = None  # the Hub id of the teacher's upstream weights; None: not known
+    teacher_upstream: str | None = None  # where the teacher's weights come from, in words
     temperature: float
     loss_weights: dict[str, float]  # active terms only (weight > 0)
     layer_strategy: str | None = None  # alternate, distilbert_release, ..., or None for an explicit list
@@ -93,8 +121,7 @@ class StudentCard:
     speed_up_reference: str | None = None  # what speed_up was measured against (None: the teacher)
 
     def __post_init__(self) -> None:
-        if self.database is not None:
-            self.database = mask_url(str(self.database))
+        self.database = publishable_database(self.database)
 
     @property
     def in_file_storage(self) -> bool:
@@ -148,30 +175,33 @@ def _accuracy(scores: dict[str, Any] | None, role: str) -> float | None:
 
 
 def eval_results(card: StudentCard) -> list[EvalResult]:
-    """The ``model-index`` entries: held-out accuracy (student, then teacher for comparison; a causal LM's
-    perplexity too), then the downstream test accuracies per task and their macro average."""
+    """The ``model-index`` entries, all of this student (the Hub reads every entry as the model's own; the
+    teacher's scores are in the body): held-out accuracy (a causal LM's perplexity too), then the downstream test
+    accuracies per task and their macro average, the dataset named "(subset: ...)" when the evaluation used one."""
     results = []
     tag, task, score, _ = OBJECTIVE_TEXT[card.objective]
     held_out = {"task_type": tag, "task_name": task, "dataset_type": card.corpus,
                 "dataset_name": f"{card.corpus} (held-out documents)", "dataset_split": HELD_OUT_DATASET_SPLIT}
-    for role, name in (("student", score), ("teacher", f"teacher {score}")):
-        value = _accuracy(card.held_out, role)
-        if value is not None:
-            results.append(EvalResult(**held_out, metric_type="accuracy", metric_name=name, metric_value=value))
-        perplexity = ((card.held_out or {}).get(role) or {}).get("perplexity")
-        if perplexity is not None and math.isfinite(perplexity):
-            results.append(EvalResult(**held_out, metric_type="perplexity", metric_name=f"{role} perplexity"
-                                      if role == "teacher" else "perplexity", metric_value=float(perplexity)))
+    value = _accuracy(card.held_out, "student")
+    if value is not None:
+        results.append(EvalResult(**held_out, metric_type="accuracy", metric_name=score, metric_value=value))
+    perplexity = ((card.held_out or {}).get("student") or {}).get("perplexity")
+    if perplexity is not None and math.isfinite(perplexity):
+        results.append(EvalResult(**held_out, metric_type="perplexity", metric_name="perplexity",
+                                  metric_value=float(perplexity)))
     downstream = card.downstream or {}
+    subset = _truncated(downstream)
+    marked = f" (subset: {subset})" if subset else ""
     for task, value in (downstream.get("tasks") or {}).items():
         results.append(EvalResult(task_type="text-classification", task_name="Text classification",
-                                  dataset_type=task, dataset_name=task, dataset_split="test",
+                                  dataset_type=task, dataset_name=f"{task}{marked}", dataset_split="test",
                                   metric_type="accuracy", metric_name="test accuracy", metric_value=float(value)))
     if downstream.get("macro") is not None:
         tasks = ", ".join(downstream.get("tasks") or {})
         results.append(EvalResult(task_type="text-classification", task_name="Text classification",
-                                  dataset_type="kd_plugin-downstream-macro", dataset_name=f"macro average ({tasks})",
-                                  dataset_split="test", metric_type="accuracy", metric_name="macro accuracy",
+                                  dataset_type="kd_plugin-downstream-macro",
+                                  dataset_name=f"macro average ({tasks}){marked}", dataset_split="test",
+                                  metric_type="accuracy", metric_name="macro accuracy",
                                   metric_value=float(downstream["macro"])))
     return results
 
@@ -179,7 +209,7 @@ def eval_results(card: StudentCard) -> list[EvalResult]:
 def card_data(card: StudentCard) -> ModelCardData:
     results = eval_results(card)
     return ModelCardData(
-        base_model=card.teacher, datasets=[card.corpus], language=card.language, license=card.license,
+        base_model=card.base_model, datasets=[card.corpus], language=card.language, license=card.license or "other",
         library_name="transformers", pipeline_tag=pipeline_tag(card), tags=tags(card),
         model_name=model_name(card) if results else None, eval_results=results or None,
         **{METADATA_KEY: card.to_client_state()},
@@ -276,7 +306,9 @@ def render_body(card: StudentCard) -> str:
         provenance += f" in database `{card.database}`"
     sections = [
         f"# {model_name(card)}",
-        f"A `{card.model_class}` distilled from `{card.teacher}` on `{card.corpus}` by kd_plugin, after "
+        f"A `{card.model_class}` distilled from `{card.teacher}`"
+        + (f" ({card.teacher_upstream})" if card.teacher_upstream else "")
+        + f" on `{card.corpus}` by kd_plugin, after "
         "DistilBERT ([Sanh et al. 2019](https://arxiv.org/abs/1910.01108)): a mixture of losses against the "
         "frozen teacher (below), the student starting from a subset of the teacher's layers.",
         "## Use\n\n```python\nfrom transformers import pipeline\n\n"
@@ -319,8 +351,10 @@ def _limitations(card: StudentCard) -> str:
             f"large, and a record of one distillation recipe. It was trained on `{card.corpus}` only "
             f"({_number(card.tokens_seen)} tokens seen), so it knows that corpus's language and topics, inherits "
             f"the teacher's (`{card.teacher}`) biases and errors, and is weaker than the teacher (see Evaluation). "
-            "It is not evaluated for safety, factual accuracy or any use where errors harm people; check its "
-            "licence against the teacher's and the corpus's before redistributing it.")
+            "It is not evaluated for safety, factual accuracy or any use where errors harm people. Licence: "
+            + (f"the teacher's weights are `{card.license}`" if card.license else
+               "the teacher's licence is not recorded (the metadata says `other`)")
+            + f"; the corpus `{card.corpus}` has terms of its own: check both before redistributing the student.")
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -391,7 +425,7 @@ def add_downstream_results(model_dir: str | Path, downstream: dict[str, Any], sp
                       f"({_truncated(downstream)})", stacklevel=2)
         return None
     if downstream.get("database") is not None:
-        downstream["database"] = mask_url(str(downstream["database"]))
+        downstream["database"] = publishable_database(str(downstream["database"]))
     changes: dict[str, Any] = {"downstream": downstream}
     if speed_up is not None and math.isfinite(speed_up):
         changes.update(speed_up=float(speed_up), speed_up_reference=speed_up_reference)

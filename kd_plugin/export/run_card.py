@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from kd_plugin.export.model_card import StudentCard
+from kd_plugin.teacher_catalogue import provenance_of
 
 if TYPE_CHECKING:
     from kd_plugin.config import DistillConfig
@@ -25,8 +26,10 @@ def run_card(config: DistillConfig, engine: Mapping[str, Any], student: Mapping[
     """``config``: the run's :class:`DistillConfig`; ``engine``: ``Engine.summary(...)``; ``student``:
     ``StudentSummary.to_dict()``; ``database``: where the run is saved (``<url>/<db name>``; masked here)."""
     layers = config.student.layers
+    provenance = provenance_of(config.teacher)
     return StudentCard(
-        teacher=config.teacher, corpus=config.data.corpus,
+        teacher=config.teacher, corpus=config.data.corpus, license=provenance.license,
+        base_model=provenance.hub_id, teacher_upstream=provenance.upstream,
         temperature=float(config.loss.temperature), loss_weights=dict(config.loss.active),
         layer_strategy=layers if isinstance(layers, str) else student.get("strategy"),
         teacher_layers_copied=list(student["teacher_layers_copied"]), n_layers=int(student["n_layers"]),

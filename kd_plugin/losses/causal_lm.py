@@ -9,9 +9,9 @@ the logits that predict them, so only those rows go through the softmax.
 
 from __future__ import annotations
 
-import torch
-
 from functools import partial
+
+import torch
 
 from kd_plugin.losses.fused_logit_rows import RowPart
 from kd_plugin.losses.logit_kernels import cross_entropy_chunk, masked_lm_cross_entropy, select_rows

@@ -61,7 +61,7 @@ class _FusedRowLosses(torch.autograd.Function):
         compute_dtype = compute_dtype_of(student_rows.dtype)
         w_max = max(weights)
         n_max = max(max(part.n_rows for part in parts), 1)
-        scales = [(w / w_max) * (n_max / max(part.n_rows, 1)) for w, part in zip(weights, parts)]
+        scales = [(w / w_max) * (n_max / max(part.n_rows, 1)) for w, part in zip(weights, parts, strict=True)]
         sums = [torch.zeros((), dtype=compute_dtype, device=student_rows.device) for _ in parts]  # each ()
         gradient = torch.empty(student_rows.shape, dtype=student_rows.dtype, device=student_rows.device)  # (N, V)
         for start, stop in row_chunks(n_flat, chunk_rows):
@@ -79,7 +79,7 @@ class _FusedRowLosses(torch.autograd.Function):
             if out.dtype != gradient.dtype:
                 gradient[start:stop].copy_(out)  # (chunk, voc_size) cast to the logits' dtype
             del s_chunk, out
-        values = torch.stack([total / max(part.n_rows, 1) for total, part in zip(sums, parts)])  # (K,)
+        values = torch.stack([total / max(part.n_rows, 1) for total, part in zip(sums, parts, strict=True)])  # (K,)
         weight_vector = torch.tensor(weights, dtype=compute_dtype, device=values.device)  # (K,)
         ctx.save_for_backward(gradient)
         ctx.gradient_scale = w_max / n_max

@@ -155,7 +155,7 @@ class LossMixture(nn.Module):
                 outputs.student_logits, [(self.weights[name], part) for name, part in parts.items()],
                 outputs.logit_chunk_rows)  # (), (n_parts,)
             summands.append(total)
-            shared = dict(zip(parts, values))
+            shared = dict(zip(parts, values, strict=True))
         weighted = {}
         for name, term in self.terms.items():
             if name in shared:

@@ -9,9 +9,9 @@ KL is summed over the vocabulary and averaged over rows ("batchmean" per token, 
 
 from __future__ import annotations
 
-import torch
-
 from functools import partial
+
+import torch
 
 from kd_plugin.losses.fused_logit_rows import RowPart
 from kd_plugin.losses.logit_kernels import select_rows, soft_target_kl, soft_target_kl_chunk
