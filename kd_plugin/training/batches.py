@@ -69,6 +69,11 @@ class MicroBatch:
     n_targets: int
     position: BatchPosition
 
+    @property
+    def padded(self) -> bool:
+        """Whether any position is padding (known on the host: the models then need the attention mask)."""
+        return self.n_tokens < self.input_ids.numel()
+
     def to(self, device: torch.device, non_blocking: bool = False) -> MicroBatch:
         """On ``device``; ``non_blocking`` copies overlap compute when the host tensors are pinned."""
         move = {name: getattr(self, name).to(device, non_blocking=non_blocking)

@@ -40,20 +40,24 @@ class DistillationModule(nn.Module):
         return self.logit_chunk_rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                token_rows: torch.Tensor | None = None, target_rows: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                token_rows: torch.Tensor | None = None, target_rows: torch.Tensor | None = None,
+                padded: bool = True) -> dict[str, torch.Tensor]:
         """``{"loss_<term>": weighted term, ..., "loss": total}``, each a scalar tensor on the device.
 
         input_ids, attention_mask, labels: (bs, seq_len); token_rows (n_tokens,), target_rows (n_targets,): flat
-        row indices from the data stream (computed from the masks when not given).
+        row indices from the data stream (computed from the masks when not given). ``padded=False`` (the host
+        knows no position is padding) gives the models no attention mask: the same attention, without
+        transformers' check of the mask on the device (``padding_mask.all()``, a host synchronisation per
+        forward) and with the kernels that need no mask; the loss terms still read ``attention_mask``.
         """
         hidden = "hidden_states" in self.mixture.needs
         attentions = "attentions" in self.mixture.needs
+        model_mask = attention_mask if padded else None
         with self.timer.phase("teacher_forward"), torch.no_grad():
-            t_out = self.teacher(input_ids=input_ids, attention_mask=attention_mask,
+            t_out = self.teacher(input_ids=input_ids, attention_mask=model_mask,
                                  output_hidden_states=hidden, output_attentions=attentions)
         with self.timer.phase("student_forward"):
-            s_out = self.student(input_ids=input_ids, attention_mask=attention_mask,
+            s_out = self.student(input_ids=input_ids, attention_mask=model_mask,
                                  output_hidden_states=hidden, output_attentions=attentions)
         outputs = DistillationOutputs(
             student_logits=s_out.logits,  # (bs, seq_len, voc_size)

@@ -3,9 +3,12 @@
 Everything else lives beside it: models (``models``), the data stream (``batches``), the engine
 (``engine``), what happens after a step (``callbacks``), export (``kd_plugin.export``) and the final held-out
 measurement (``kd_plugin.evaluation``). The loop never names a loss term: the mixture returns
-``{"loss_<term>": ..., "loss": total}`` and every entry is logged. It never waits for the device between log
-points: loss terms are summed on the device, token counts come from the host-side batches, lr is the scheduler's
-host float, the grad norm is read only when logged.
+``{"loss_<term>": ..., "loss": total}`` and every entry is logged. Its own code never waits for the device
+between log points: loss terms are summed on the device, token counts and padding come from the host-side
+batches, lr is the scheduler's host float, the grad norm is read only when logged. What the libraries still read
+per optimizer step is counted by ``tests/test_training_host_syncs.py``: transformers' SDPA mask check, once per
+model forward of a micro-batch with padding (unpadded ones get no mask), and DeepSpeed ZeRO-1/2's checks of the
+gradient norm, 1 overflow check (fp32, fp16) + 1 per parameter group when clipping (``docs/architecture.md``).
 
     trainer = DistillationTrainer(DistillConfig.from_dict(cfg), log_scalar=run.log_scalar, info=run.info)
     result = trainer.run()            # or trainer.setup(); for report in trainer.steps(): ...
@@ -122,7 +125,8 @@ class DistillationTrainer:
                     with timer.phase("data"):
                         batch = next(stream).to(self.device, non_blocking=non_blocking)
                     losses = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                    labels=batch.labels, token_rows=batch.token_rows, target_rows=batch.target_rows)
+                                    labels=batch.labels, token_rows=batch.token_rows, target_rows=batch.target_rows,
+                                    padded=batch.padded)
                     with timer.phase("backward"):
                         engine.backward(losses["loss"])
                     window.add(losses)
