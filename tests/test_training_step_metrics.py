@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.checkpoint_format import check_compatible
 from kd_plugin.runtime.launch import strip_local_rank_argument
 from kd_plugin.training import checkpointing
 from kd_plugin.training.callbacks import MetricsFile, ProgressLog, ScalarLog, StepReport, default_callbacks
@@ -68,7 +69,7 @@ def test_client_state_restores_every_rng_and_refuses_another_plan():
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
     assert client["kd_step"] == 7 and client["kd_tokens_seen"] == 900 and client["kd_plan"] == plan
     with pytest.raises(ConfigError, match="micro_batch_size=8, this run has micro_batch_size=16"):
-        checkpointing.check_compatible(client["kd_plan"], dict(plan, micro_batch_size=16))
+        check_compatible(client["kd_plan"], dict(plan, micro_batch_size=16))
 
 
 @pytest.mark.parametrize("argv", [["distill.py", "--local_rank=3", "with", "smoke"],

@@ -177,8 +177,8 @@ def test_resuming_with_another_learning_rate_or_schedule_is_refused():
     from types import SimpleNamespace
 
     from kd_plugin.config import BatchPlan
+    from kd_plugin.runtime.checkpoint_format import check_compatible
     from kd_plugin.training.assembly import resume_plan
-    from kd_plugin.training.checkpointing import check_compatible
 
     def plan(**optim):
         settings = dict(lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0, warmup_proportion=0.05,

@@ -46,7 +46,6 @@ from kd_plugin.config.declarations import (
 )
 from kd_plugin.config.deepspeed import DeepSpeedSettings
 from kd_plugin.config.optim import OPTIM, OptimSettings
-from kd_plugin.config.resume import find_checkpoint_dir
 from kd_plugin.data.corpus_sources import check_sample_by
 from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
@@ -54,6 +53,7 @@ from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
 from kd_plugin.losses.mixture import check_temperature, check_weight
 from kd_plugin.losses.term import OPTIONS_KEY, WEIGHTS_KEY
 from kd_plugin.masking import MaskingConfig
+from kd_plugin.runtime.checkpoint_format import find_checkpoint_dir
 from kd_plugin.runtime.paths import CACHE, DS_CONFIGS
 from kd_plugin.student.architectures import STUDENT_ARCHITECTURES
 from kd_plugin.student.layer_selection import LAYER_STRATEGIES

@@ -6,15 +6,11 @@ file, ``<checkpoints>/<tag>/mp_rank_00_model_states.pt`` (ZeRO 1 and 2) or
 ``<checkpoints>/<tag>/zero_pp_rank_0_mp_rank_00_model_states.pt`` (ZeRO 3), next to ``module``, ``ds_config``
 and ``ds_version``. It is read here with ``torch.load`` alone (memory-mapped, no engine, no process group).
 
-The keys, beside the trainer's resumption keys (``kd_step``, ``kd_sampler``, ``kd_rng``, ``kd_tokens_seen``,
-``kd_plan``, ``kd_run_id``; a checkpoint with only those is *export format 1*)::
-
-    kd_export_format   EXPORT_FORMAT (2): the keys below are present
-    kd_student_config  the student's config.to_dict() (its model_type names the config class)
-    kd_tokenizer       the tokenizer's folder: relative to the checkpoints folder ("tokenizer", saved there once
-                       by save_tokenizer, so the folder can move), or absolute
-    kd_card            StudentCard.to_client_state(); steps, tokens seen, run id and batch plan are taken from
-                       the checkpoint's own kd_step / kd_tokens_seen / kd_run_id / kd_plan when it is read
+The layout and every ``kd_*`` key are declared in :mod:`kd_plugin.runtime.checkpoint_format`; the export's own
+keys are written here (:func:`export_client_state`) and read back (:func:`read_checkpoint`): the student's
+config, the tokenizer's folder (relative to the checkpoints folder, saved there once by :func:`save_tokenizer`,
+so the folder can move) and the card's data, whose steps, tokens seen, run id and batch plan are taken from the
+checkpoint's own resumption keys when it is read. A checkpoint with only those is *export format 1*.
 """
 
 from __future__ import annotations
@@ -24,17 +20,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kd_plugin.config.resume import LATEST
 from kd_plugin.export.model_card import StudentCard
 from kd_plugin.objectives import config_from_dict
-
-FORMAT_KEY = "kd_export_format"
-EXPORT_FORMAT = 2
-STUDENT_CONFIG_KEY = "kd_student_config"
-TOKENIZER_KEY = "kd_tokenizer"
-CARD_KEY = "kd_card"
-TOKENIZER_DIR = "tokenizer"  # <checkpoints>/tokenizer: beside the tags (DeepSpeed's tags here are stepNNNNNNNN)
-MODEL_STATES_FILES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")  # ZeRO 1-2, 3
+from kd_plugin.runtime.checkpoint_format import (  # noqa: F401  (MODEL_STATES_FILES: read by the export's users)
+    CARD_KEY,
+    EXPORT_FORMAT,
+    LATEST,
+    MODEL_STATES_FILES,
+    PLAN_KEY,
+    RUN_ID_KEY,
+    STEP_KEY,
+    STUDENT_CONFIG_KEY,
+    TOKENIZER_DIR,
+    TOKENIZER_KEY,
+    TOKENS_SEEN_KEY,
+    checkpoint_folders,
+)
+from kd_plugin.runtime.checkpoint_format import EXPORT_FORMAT_KEY as FORMAT_KEY
 
 
 class CheckpointError(Exception):
@@ -64,7 +66,7 @@ def find_checkpoint(path: str | Path, tag: str | None = None) -> tuple[Path, str
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"no such folder: {path}")
-    candidates = [path, path / "checkpoints"]
+    candidates = checkpoint_folders(path)
     for folder in candidates:
         if tag is not None and (folder / tag).is_dir():
             return folder, tag
@@ -110,7 +112,7 @@ def check_export_format(client: dict[str, Any], where: str) -> None:
                               f"up to {EXPORT_FORMAT}): export it with that version")
     if STUDENT_CONFIG_KEY in client and TOKENIZER_KEY in client:
         return
-    if "kd_step" in client:
+    if STEP_KEY in client:
         raise CheckpointError(f"{where} was written by a kd_plugin trainer of export format 1 (resumption keys only, "
                               f"no {STUDENT_CONFIG_KEY} / {TOKENIZER_KEY}): pass --student-config and --tokenizer, "
                               "e.g. both = the run's student/ folder or its teacher's folder")
@@ -124,9 +126,9 @@ def card_from_client_state(client: dict[str, Any], tag: str) -> StudentCard | No
     if not isinstance(stored, dict):
         return None
     card = StudentCard.from_client_state(stored)
-    plan = client.get("kd_plan") or {}
+    plan = client.get(PLAN_KEY) or {}
     changes: dict[str, Any] = {"checkpoint": tag}
-    for field, key in (("steps", "kd_step"), ("tokens_seen", "kd_tokens_seen"), ("run_id", "kd_run_id")):
+    for field, key in (("steps", STEP_KEY), ("tokens_seen", TOKENS_SEEN_KEY), ("run_id", RUN_ID_KEY)):
         if client.get(key) is not None:
             changes[field] = client[key]
     for field in ("micro_batch_size", "gradient_accumulation_steps", "world_size", "total_steps"):

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.checkpoint_format import CHECKPOINTS, LATEST, STEP_DIR
 
-CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 STUDENT = "student"
-LATEST = "latest"  # the file DeepSpeed writes the newest checkpoint tag into
 
 
 def latest_checkpoint(folder: str | Path) -> str | None:
@@ -32,7 +31,8 @@ def latest_checkpoint(folder: str | Path) -> str | None:
     try:
         return (checkpoints / LATEST).read_text().strip() or None
     except OSError:
-        tags = sorted(p.name for p in checkpoints.glob("step*") if p.is_dir()) if checkpoints.is_dir() else []
+        tags = sorted(p.name for p in checkpoints.iterdir() if p.is_dir() and STEP_DIR.match(p.name)) \
+            if checkpoints.is_dir() else []
         return tags[-1] if tags else None
 
 

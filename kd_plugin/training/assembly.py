@@ -22,6 +22,7 @@ from kd_plugin.config import BatchPlan, DistillConfig
 from kd_plugin.export.checkpoint_state import TOKENIZER_DIR, export_client_state, save_tokenizer
 from kd_plugin.export.model_card import StudentCard
 from kd_plugin.export.run_card import run_card
+from kd_plugin.runtime.checkpoint_format import CHECKPOINTS
 from kd_plugin.runtime.launch import LaunchInfo, describe_process
 from kd_plugin.runtime.output_lock import hold_output_dir
 from kd_plugin.runtime.paths import OUTPUTS
@@ -82,7 +83,7 @@ def assemble(config: DistillConfig, launch: LaunchInfo, plan: BatchPlan, info: d
     if launch.is_main:
         # one run per folder (none over an earlier run's results unless resuming it); also proves it is writable
         hold_output_dir(output_dir, resume=config.run.resume).record(run_id=run_id)
-    checkpoint_dir = output_dir / "checkpoints"
+    checkpoint_dir = output_dir / CHECKPOINTS
     device = torch.device("cuda", launch.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     timer = PhaseTimer(config.performance.profile_phases, device)
     models = build_models(config, timer)

@@ -16,8 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from kd_plugin.config.resume import LATEST
-from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.checkpoint_format import (
+    LATEST,
+    PLAN_KEY,
+    RNG_KEY,
+    RUN_ID_KEY,
+    SAMPLER_KEY,
+    STEP_DIR,
+    STEP_KEY,
+    STEP_TAG,
+    TOKENS_SEEN_KEY,
+    check_compatible,
+)
 from kd_plugin.training.disk_space import (
     CheckpointSpaceError,
     check_space,
@@ -26,8 +36,6 @@ from kd_plugin.training.disk_space import (
     is_out_of_space,
 )
 from kd_plugin.training.distributed import barrier, gather
-
-STEP_TAG = "step{:08d}"  # the DeepSpeed tag (sub-folder) of the checkpoint written after optimizer step N
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -52,24 +60,17 @@ def all_ranks_rng_state() -> list[dict[str, Any]]:
 
 def client_state(step: int, sampler_state: dict[str, int], tokens_seen: int, plan: dict[str, Any],
                  run_id: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The loop's state (``kd_*`` keys), plus ``extra`` keys (what ``python -m kd_plugin.export`` reads)."""
+    """The loop's state (the ``kd_*`` resumption keys of :mod:`kd_plugin.runtime.checkpoint_format`), plus
+    ``extra`` keys (what ``python -m kd_plugin.export`` reads)."""
     return {
         **(extra or {}),
-        "kd_step": step,
-        "kd_sampler": dict(sampler_state),
-        "kd_rng": all_ranks_rng_state(),
-        "kd_tokens_seen": tokens_seen,
-        "kd_plan": dict(plan),
-        "kd_run_id": run_id,  # the run that wrote the checkpoint (a resumed run links back to it)
+        STEP_KEY: step,
+        SAMPLER_KEY: dict(sampler_state),
+        RNG_KEY: all_ranks_rng_state(),
+        TOKENS_SEEN_KEY: tokens_seen,
+        PLAN_KEY: dict(plan),
+        RUN_ID_KEY: run_id,  # the run that wrote the checkpoint (a resumed run links back to it)
     }
-
-
-def check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """A resumed run must continue the same schedule on the same data order."""
-    for key, value in current.items():
-        if key in saved and saved[key] != value:
-            raise ConfigError("resume", f"the checkpoint was written with {key}={saved[key]!r}, this run has "
-                              f"{key}={value!r}", f"the checkpoint's {key} (resume with the same configuration)")
 
 
 def save(engine, checkpoint_dir: Path, step: int, sampler_state: dict[str, int], tokens_seen: int,
@@ -87,8 +88,8 @@ def load(engine, checkpoint_dir: Path, plan: dict[str, Any], rank: int) -> tuple
     path, client = engine.load_checkpoint(str(checkpoint_dir))
     if path is None:
         raise RuntimeError(f"resume={checkpoint_dir}: DeepSpeed could not load the checkpoint")
-    check_compatible(client.get("kd_plan", {}), plan)
-    restore_rng_state(client["kd_rng"][rank])
+    check_compatible(client.get(PLAN_KEY, {}), plan)
+    restore_rng_state(client[RNG_KEY][rank])
     return Path(path), client
 
 
@@ -96,7 +97,7 @@ def prune(checkpoint_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` step folders (never the one ``latest`` names); rank 0 only, after
     every rank has finished writing. Returns what was deleted."""
     latest = (checkpoint_dir / LATEST).read_text().strip() if (checkpoint_dir / LATEST).exists() else None
-    steps = sorted(p for p in checkpoint_dir.glob("step*") if p.is_dir())
+    steps = sorted(p for p in checkpoint_dir.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
     doomed = [p for p in steps[:-keep] if p.name != latest] if keep > 0 else []
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)

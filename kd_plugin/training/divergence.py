@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -35,10 +34,10 @@ import torch
 from torch import nn
 
 from kd_plugin.errors import ConfigError
+from kd_plugin.runtime.checkpoint_format import STEP_DIR
 from kd_plugin.training.distributed import gather
 
 EXIT_STATUS = 1  # an ordinary failure: not a configuration error (2), not a signal (128 + n)
-STEP_DIR = re.compile(r"^step(\d+)$")  # checkpoint folders, kd_plugin.training.checkpointing.STEP_TAG
 SCALE_AT_MINIMUM = "loss scale already at minimum"  # DeepSpeed's DynamicLossScaler, raised when it cannot go lower
 HINT = "lower optim.lr, T or the loss weights, or check the teacher's outputs and the data"
 

@@ -22,23 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from kd_plugin.config import BatchPlan, DistillConfig
-from kd_plugin.config.resume import LATEST
 from kd_plugin.errors import ConfigError
 from kd_plugin.export.checkpoint_state import (
-    CARD_KEY,
-    STUDENT_CONFIG_KEY,
     CheckpointError,
     load_client_state,
     model_states_file,
     zero_stage,
 )
 from kd_plugin.families import n_layers_of
+from kd_plugin.runtime.checkpoint_format import (
+    CARD_KEY,
+    LATEST,
+    OPTIMIZER_STATES,
+    PLAN_KEY,
+    STUDENT_CONFIG_KEY,
+    check_compatible,
+)
 from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
-from kd_plugin.training.checkpointing import check_compatible
 from kd_plugin.training.teacher_checks import teacher_architecture
 
 KEY = "resume"
-OPTIMIZER_STATES = "zero_pp_rank_*_mp_rank_00_optim_states.pt"  # one per data-parallel rank (ZeRO 1-3)
 
 
 def early_resume_plan(config: DistillConfig, plan: BatchPlan) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def check_resume(config: DistillConfig, plan: BatchPlan) -> None:
     if checkpoint_dir is None:
         return
     client, tag_dir = _read(checkpoint_dir)
-    saved_plan = client.get("kd_plan") or {}
+    saved_plan = client.get(PLAN_KEY) or {}
     if saved_plan.get("world_size") not in (None, plan.world_size):
         raise ConfigError(KEY, f"{tag_dir} was written by {_processes(saved_plan['world_size'])}, this run has "
                           f"{plan.world_size}", f"launch {_processes(saved_plan['world_size'])} to resume it "

@@ -28,7 +28,8 @@ import torch
 from kd_plugin.config import DistillConfig
 from kd_plugin.evaluation.held_out import RESULT_KEYS
 from kd_plugin.runtime import ensure_launch_env
-from kd_plugin.training import checkpointing, distributed, monitor
+from kd_plugin.runtime.checkpoint_format import RUN_ID_KEY, SAMPLER_KEY, STEP_KEY, STEP_TAG, TOKENS_SEEN_KEY
+from kd_plugin.training import distributed, monitor
 from kd_plugin.training.assembly import assemble
 from kd_plugin.training.batches import BatchPosition, BatchStream
 from kd_plugin.training.callbacks import (
@@ -98,13 +99,13 @@ class DistillationTrainer:
 
     def _resume(self, checkpoint_dir: Path) -> None:
         path, client = self.checkpoints.load(checkpoint_dir, self.launch.rank)
-        self.state.step, self.state.tokens_seen = client["kd_step"], client["kd_tokens_seen"]
+        self.state.step, self.state.tokens_seen = client[STEP_KEY], client[TOKENS_SEEN_KEY]
         self.state.saved_step = self.state.step
-        self.data.sampler.load_state_dict(client["kd_sampler"])
+        self.data.sampler.load_state_dict(client[SAMPLER_KEY])
         if self.launch.is_main:
             truncate_metrics(self.output_dir, self.state.step)  # the steps after the checkpoint run again
-        self.info["resumed_from"] = {"path": str(path), "step": self.state.step, "run_id": client.get("kd_run_id")}
-        self.info["resumed_from_run"] = client.get("kd_run_id")
+        self.info["resumed_from"] = {"path": str(path), "step": self.state.step, "run_id": client.get(RUN_ID_KEY)}
+        self.info["resumed_from_run"] = client.get(RUN_ID_KEY)
         logger.info("resumed from %s at step %d", path, self.state.step)
 
     # ------------------------------------------------------------------ the loop
@@ -200,7 +201,7 @@ class DistillationTrainer:
         held_out = {}
         if self.launch.is_main:
             held_out = export_and_evaluate(
-                self.checkpoint_dir, checkpointing.STEP_TAG.format(self.state.step), self.models,
+                self.checkpoint_dir, STEP_TAG.format(self.state.step), self.models,
                 self.data.corpus.held_out, self.card, student_dir, self.config.run.eval_max_sequences,
                 self.config.seed, self.state.step, self.state.tokens_seen, self.log_scalar)
         distributed.barrier()
