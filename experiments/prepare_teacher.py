@@ -21,11 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from kd_plugin.errors import exit_on_config_error  # noqa: E402
-from kd_plugin.runtime.launch import ensure_launch_env, strip_local_rank_argument  # noqa: E402
+from kd_plugin.runtime.launch import start_experiment_process  # noqa: E402
 
-sys.argv = strip_local_rank_argument(sys.argv)
-with exit_on_config_error():  # a launch variable that is no integer (RANK=x): one line, exit 2
-    LAUNCH = ensure_launch_env()
+LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, a one-process world if none
 
 from sacred import Experiment  # noqa: E402
 

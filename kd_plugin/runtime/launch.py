@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from kd_plugin.errors import ConfigError
+from kd_plugin.errors import ConfigError, exit_on_config_error
 from kd_plugin.runtime.ports import free_port
 from kd_plugin.runtime.tools import prefer_environment_tools
 
@@ -89,6 +89,15 @@ def ensure_launch_env() -> LaunchInfo:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
     return launch_info()
+
+
+def start_experiment_process() -> LaunchInfo:
+    """What every experiment script does first, before Sacred reads the command line: drop the deepspeed
+    launcher's ``--local_rank=N`` argument (exported as ``LOCAL_RANK``), then fill in a one-process world when no
+    launcher did. A launch variable that is no integer (``RANK=x``) is one configuration error line, exit 2."""
+    sys.argv = strip_local_rank_argument(sys.argv)
+    with exit_on_config_error():
+        return ensure_launch_env()
 
 
 # Environment variables that carry a process's node rank, by launcher: torchrun (GROUP_RANK), the deepspeed
