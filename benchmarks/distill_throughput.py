@@ -151,22 +151,42 @@ def load_average() -> list[float] | None:
         return None
 
 
-def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 512)) -> dict:
-    """Grow the micro-batch of ``seq_len``-token sequences until an optimizer step no longer fits."""
-    fits = []
-    for size in sizes:
-        try:
-            peak = trainer.probe_memory(size, seq_len)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            print(f"  memory probe: micro-batch {size} x {seq_len}: out of memory", flush=True)
-            break
-        fits.append({"micro_batch": size, "peak_memory_bytes": peak})
-        print(f"  memory probe: micro-batch {size} x {seq_len}: peak {peak / 2**30:.1f} GiB", flush=True)
+PROBE_CAP_BYTES = 80 * 10**9  # the goal's card: an 80 GB GPU, whatever card the probe runs on
+
+
+def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 512),
+                        device_memory: int | None = None, cap: int = PROBE_CAP_BYTES) -> dict:
+    """Grow the micro-batch of ``seq_len``-token sequences until an optimizer step no longer fits in ``cap``
+    bytes (the process is limited to that share of the card while probing; ``device_memory`` None: the CUDA
+    card's). An out-of-memory error ends the probe with what fitted; any other error is recorded, not raised."""
+    if device_memory is None:
+        device_memory = torch.cuda.get_device_properties(trainer.device).total_memory
+    limit = min(cap, device_memory)
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(limit / device_memory, trainer.device)
+    fits, stopped_by = [], "every size fitted"
+    try:
+        for size in sizes:
+            try:
+                allocated, reserved = trainer.probe_memory(size, seq_len)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                stopped_by = f"out of memory at micro-batch {size}"
+                print(f"  memory probe: micro-batch {size} x {seq_len}: out of memory", flush=True)
+                break
+            except Exception as err:  # noqa: BLE001  (the probe must not lose the timings already measured)
+                stopped_by = f"{type(err).__name__} at micro-batch {size}: {err}"
+                print(f"  memory probe: micro-batch {size} x {seq_len}: {stopped_by}", flush=True)
+                break
+            fits.append({"micro_batch": size, "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved})
+            print(f"  memory probe: micro-batch {size} x {seq_len}: peak {allocated / 2**30:.1f} GiB allocated, "
+                  f"{reserved / 2**30:.1f} GiB reserved", flush=True)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(1.0, trainer.device)
     largest = fits[-1] if fits else None
-    total = torch.cuda.get_device_properties(trainer.device).total_memory
-    return {"seq_len": seq_len, "device_memory_bytes": total, "fits": fits,
-            "largest_micro_batch": largest["micro_batch"] if largest else None,
+    return {"seq_len": seq_len, "device_memory_bytes": device_memory, "cap_bytes": limit, "fits": fits,
+            "stopped_by": stopped_by, "largest_micro_batch": largest["micro_batch"] if largest else None,
             "accumulation_for_4096": -(-4096 // largest["micro_batch"]) if largest else None}
 
 
@@ -189,7 +209,33 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(f"workload: {workload.description}", flush=True)
 
-    rows, comparisons = [], []
+    path = results_path(args.out, device, workload=None if args.workload == "bert" else args.workload)
+    rows, comparisons, notes = [], [], []
+
+    def results(complete: bool) -> dict:
+        """The results file's content; written after each precision (``complete`` false until the end), so a
+        later crash or time limit keeps what was measured."""
+        return {
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "complete": complete,
+            "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+            "device": summary,
+            "matmul_peak_flops_per_s": peaks,
+            "workload": dict(
+                workload.description, micro_batch=args.micro_batch, grouping=args.grouping,
+                gradient_accumulation_steps=args.gradient_accumulation_steps, attention_length=seq_len,
+                flops_per_token=flops,
+            ),
+            "settings": {"windows": args.windows, "steps_per_window": args.steps_per_window,
+                         "warmup_steps": args.warmup, "seed": args.seed},
+            "comparisons": comparisons,
+            "cross_precision": cross_precision_ratios(comparisons),
+            "process_peak_rss_bytes": process_peak_rss() if device.type != "cuda" else None,
+            "load_average_at_start": load_started,
+            "wall_seconds": time.perf_counter() - started,
+            "notes": notes,
+        }
+
     for precision in args.precisions:
         print(f"\n== {precision}: {args.warmup} warm-up steps, {args.windows} windows x {args.steps_per_window} "
               f"steps per side", flush=True)
@@ -226,17 +272,24 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(row)
             comparison["sides"].append(row)
         comparisons.append(comparison)
+        write_results(path, results(complete=False))  # this precision's numbers are safe from here on
         for name, breakdown in phases.items():
             print(f"\nper-phase time of {name} [{precision}] (synchronised, {args.steps_per_window} steps):")
             for phase, figures in sorted(breakdown.items(), key=lambda kv: -kv[1]["ms_per_step"]):
                 print(f"  {phase:<16} {figures['ms_per_step']:9.1f} ms/step  {figures['ms_per_1k_tokens']:8.1f} ms "
                       f"per 1k tokens  {figures['share']:6.1%}")
-        if args.memory_probe and device.type == "cuda" and precision == args.precisions[-1]:
-            trainer = next(side for side in sides if hasattr(side, "probe_memory"))
-            comparison["memory_probe"] = probe_micro_batches(trainer, args.memory_probe_length)
+        if args.memory_probe and precision == args.precisions[-1]:
+            trainer = next((side for side in sides if hasattr(side, "probe_memory")), None)
+            if trainer is None:
+                notes.append("memory probe skipped: no trainer side (--no-trainer)")
+            elif device.type != "cuda":
+                notes.append("memory probe skipped: it measures CUDA memory")
+            else:
+                comparison["memory_probe"] = probe_micro_batches(trainer, args.memory_probe_length)
+                write_results(path, results(complete=False))
         release(sides)
 
-    notes = [
+    notes += [
         "tokens/s counts real (non-pad) tokens; median over alternated windows; ratio = side median / baseline "
         "median of the same precision; paired = median over rounds of side / baseline within the round",
         "model FLOP/s = tokens/s x (3 x student forward + teacher forward) FLOPs per token; share of the dense "
@@ -244,41 +297,34 @@ def main(argv: list[str] | None = None) -> dict:
         f"load average (1, 5, 15 min; includes this benchmark's own {summary['torch_threads']} threads) at the "
         f"start: {load_started}; per precision before the warm-up and after the windows: see comparisons",
     ]
-    rss = None
+    final = results(complete=True)
     if device.type != "cuda":
-        rss = process_peak_rss()
         notes.append(f"CPU: no per-side memory; the process's peak RSS (all sides, corpus, models) was "
-                     f"{rss / 2**30:.2f} GiB")
+                     f"{final['process_peak_rss_bytes'] / 2**30:.2f} GiB")
     if args.baseline_twice:
         notes.append("harness self-test: two independent original-style loops with identical settings; "
                      "the ratio should be close to 1")
-
-    results = {
-        "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
-        "device": summary,
-        "matmul_peak_flops_per_s": peaks,
-        "workload": dict(
-            workload.description, micro_batch=args.micro_batch, grouping=args.grouping,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, attention_length=seq_len,
-            flops_per_token=flops,
-        ),
-        "settings": {"windows": args.windows, "steps_per_window": args.steps_per_window, "warmup_steps": args.warmup,
-                     "seed": args.seed},
-        "comparisons": comparisons,
-        "process_peak_rss_bytes": rss,
-        "load_average_at_start": load_started,
-        "wall_seconds": time.perf_counter() - started,
-        "notes": notes,
-    }
-    path = write_results(
-        results_path(args.out, device, workload=None if args.workload == "bert" else args.workload), results
-    )
+    write_results(path, final)
     print("\n" + markdown_table(rows))
+    for name, ratio in final["cross_precision"].items():
+        print(f"- {name}: {ratio:.2f}x")
     for note in notes:
         print(f"- {note}")
     print(f"\nresults: {path}", flush=True)
-    return results
+    return final
+
+
+def cross_precision_ratios(comparisons: list[dict]) -> dict[str, float]:
+    """The goals' ratios across precisions, where both were measured: the bf16 trainer against the fp32
+    original-style loop, and the bf16 trainer against the fp32 trainer (median tokens/s)."""
+    median = {(c["precision"], side["side"]): side["median_tokens_per_s"] for c in comparisons for side in c["sides"]}
+    trainer, loop = "kd_plugin trainer", "original-style loop"
+    ratios = {}
+    if ("bf16", trainer) in median and ("fp32", loop) in median:
+        ratios["bf16 trainer / fp32 original-style loop"] = median[("bf16", trainer)] / median[("fp32", loop)]
+    if ("bf16", trainer) in median and ("fp32", trainer) in median:
+        ratios["bf16 trainer / fp32 trainer"] = median[("bf16", trainer)] / median[("fp32", trainer)]
+    return ratios
 
 
 if __name__ == "__main__":

@@ -147,9 +147,10 @@ class TrainerSide:
             timer.enabled = False
         return per_token_phases(timer.breakdown(), n, tokens)
 
-    def probe_memory(self, micro_batch: int, seq_len: int) -> int:
-        """Peak device memory (bytes) of one optimizer step on ``micro_batch`` full-length sequences (every
-        position a real token: the worst case of ``data.max_seq_length=seq_len``). CUDA only."""
+    def probe_memory(self, micro_batch: int, seq_len: int) -> tuple[int, int]:
+        """Peak device memory (bytes: allocated, reserved by the caching allocator) of one optimizer step on
+        ``micro_batch`` full-length sequences (every position a real token: the worst case of
+        ``data.max_seq_length=seq_len``). CUDA only."""
         if self._trainer is None:
             self._trainer = self._build()
         trainer, device = self._trainer, self.device
@@ -167,7 +168,7 @@ class TrainerSide:
         engine.backward(losses["loss"])
         engine.step()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
+        return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
 
     def close(self) -> None:
         """Free the engine and its memory before the next pair of sides."""

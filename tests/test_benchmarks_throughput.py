@@ -1,0 +1,81 @@
+"""The throughput benchmark's failure paths, on CPU, so that a GPU run always leaves numbers: the results file is
+written after each precision (a later crash keeps them), the memory probe stops at an out-of-memory error within
+an 80 GB cap and records any other error, and `--no-trainer --memory-probe` (gpu_check.sh's fallback) runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import distill_throughput
+from benchmarks.distill_throughput import PROBE_CAP_BYTES, probe_micro_batches
+
+TINY = ["--windows", "1", "--steps-per-window", "1", "--warmup", "0", "--micro-batch", "2"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> list[str]:
+    """One tokenized corpus for this file's benchmark runs, outside the project's own cache."""
+    return ["--cache-dir", str(tmp_path_factory.mktemp("bench-cache"))]
+
+
+class FakeTrainer:
+    """probe_memory as the trainer side's: (allocated, reserved) bytes, or the error injected at a size."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, fails_at: int, error: BaseException):
+        self.fails_at, self.error, self.sizes = fails_at, error, []
+
+    def probe_memory(self, micro_batch: int, seq_len: int) -> tuple[int, int]:
+        self.sizes.append(micro_batch)
+        if micro_batch >= self.fails_at:
+            raise self.error
+        return micro_batch * 10**9, micro_batch * 12 * 10**8
+
+
+def test_the_probe_stops_at_an_injected_out_of_memory_with_what_fitted():
+    trainer = FakeTrainer(64, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    probe = probe_micro_batches(trainer, 512, device_memory=141 * 10**9)
+    assert trainer.sizes == [8, 16, 32, 64]  # nothing tried after the first out-of-memory
+    assert [f["micro_batch"] for f in probe["fits"]] == [8, 16, 32]
+    assert probe["fits"][-1] == {"micro_batch": 32, "peak_allocated_bytes": 32 * 10**9,
+                                 "peak_reserved_bytes": 32 * 12 * 10**8}
+    assert probe["largest_micro_batch"] == 32 and probe["accumulation_for_4096"] == 128
+    assert probe["cap_bytes"] == PROBE_CAP_BYTES == 80 * 10**9 and probe["stopped_by"].startswith("out of memory")
+
+
+def test_any_other_probe_error_is_recorded_not_raised():
+    probe = probe_micro_batches(FakeTrainer(16, RuntimeError("NCCL hung")), 512, device_memory=40 * 10**9)
+    assert [f["micro_batch"] for f in probe["fits"]] == [8] and probe["cap_bytes"] == 40 * 10**9
+    assert probe["stopped_by"] == "RuntimeError at micro-batch 16: NCCL hung"
+
+
+def test_no_trainer_with_memory_probe_writes_its_results(tmp_path, cache):
+    """gpu_check.sh's fallback (KD_GPU_CHECK_NO_TRAINER=1 keeps --memory-probe): no StopIteration, a file."""
+    results = distill_throughput.main(["--no-trainer", "--memory-probe", "--precision", "both", *TINY, *cache,
+                                       "--out", str(tmp_path)])
+    (written,) = tmp_path.glob("*.json")
+    stored = json.loads(written.read_text())
+    assert stored["complete"] is True and [c["precision"] for c in stored["comparisons"]] == ["fp32", "bf16"]
+    assert any("memory probe skipped" in note for note in stored["notes"])
+    assert results["comparisons"][0]["sides"][0]["median_tokens_per_s"] > 0
+
+
+def test_a_crash_in_a_later_precision_keeps_the_earlier_numbers(tmp_path, monkeypatch, cache):
+    real = distill_throughput.make_sides
+
+    def crashing(args, workload, precision):
+        if precision == "bf16":
+            raise RuntimeError("injected: the bf16 pass died")
+        return real(args, workload, precision)
+
+    monkeypatch.setattr(distill_throughput, "make_sides", crashing)
+    with pytest.raises(RuntimeError, match="injected"):
+        distill_throughput.main(["--no-trainer", "--precision", "both", *TINY, *cache, "--out", str(tmp_path)])
+    (written,) = tmp_path.glob("*.json")
+    stored = json.loads(written.read_text())
+    assert stored["complete"] is False and [c["precision"] for c in stored["comparisons"]] == ["fp32"]
+    assert stored["comparisons"][0]["sides"][0]["median_tokens_per_s"] > 0
