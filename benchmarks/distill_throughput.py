@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tokenized corpus and the saved random teachers (BERT-base, GPT-2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-trainer", action="store_true", help="the original-style loop alone")
+    parser.add_argument("--torch-adam", action="store_true",
+                        help="the trainer with torch's AdamW instead of DeepSpeed's JIT-built FusedAdam (when the "
+                        "image cannot build it; the notes say which optimizer ran)")
     parser.add_argument("--baseline-twice", action="store_true", help=argparse.SUPPRESS)  # harness self-test
     parser.add_argument("--memory-probe", action="store_true",
                         help="CUDA: the largest micro-batch of full-length sequences one optimizer step fits, with its "
@@ -129,6 +132,7 @@ def make_sides(args, workload, precision: str) -> tuple[list, str]:
         n_layers=workload.description["student_layers"], gradient_accumulation_steps=args.gradient_accumulation_steps,
         grouping=args.grouping, data_cache_dir=Path(args.cache_dir) / "datasets",
         held_out_fraction=HELD_OUT_FRACTION, seed=args.seed, objective=workload.objective,
+        torch_adam=args.torch_adam,
     )
     return [trainer, loop("original-style loop")], "original-style loop"
 

@@ -6,6 +6,8 @@
 # Run from the repository root, no network needed; the wheelhouse comes from scripts/wheelhouse.sh:
 #   bash benchmarks/gpu_check.sh
 # With the device tool: run(command="bash benchmarks/gpu_check.sh", carry=["wheelhouse"], timeout_s=540)
+# Every step's time limit is capped by one deadline (KD_GPU_CHECK_TOTAL_S, default 510 s on CUDA) so the whole
+# check, summary included, ends inside that timeout_s; the benchmark's results file is written after each stage.
 #
 # Environment (all optional):
 #   WHEELHOUSE=wheelhouse          the folder scripts/wheelhouse.sh built (for this interpreter and platform)
@@ -13,6 +15,8 @@
 #   OUT                            where the results JSON, the logs and the summary go (the device tool returns it)
 #   KD_GPU_CHECK_ALLOW_CPU=1       run the same flow on a machine without CUDA, with CPU sizes (a dry run)
 #   KD_GPU_CHECK_NO_TRAINER=1      benchmark the original-style loop alone
+#   KD_GPU_CHECK_TOTAL_S           the deadline of the whole check in seconds (default 510 on CUDA, 3000 on CPU)
+#   KD_GPU_CHECK_INJECT=fused_adam make the FusedAdam build fail (a dry run of the torch_adam fallback)
 #   KD_GPU_CHECK_DATASETS=5|3      force a datasets set; default: datasets-5 if the image's pyarrow >= 24, else
 #                                  datasets-3 if pyarrow >= 15 (datasets 5.2 needs pyarrow >= 24, 3.6 runs on >= 15)
 #   KD_GPU_CHECK_BENCH_ARGS        replace the benchmark's size arguments
@@ -48,13 +52,21 @@ export KD_SECANTUS_BIN=$WORK/bin/secantusd-py
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$WORK/torch-extensions}
 
 NAMES=() STATUS=() SECONDS_TAKEN=() DETAILS=()
+STARTED=$(date +%s)
+SUMMARY_RESERVE_S=15  # what the summary and cleanup need after the last step
 record() { NAMES+=("$1"); STATUS+=("$2"); SECONDS_TAKEN+=("$3"); DETAILS+=("$4"); }
 
 # run_step NAME TIMEOUT_S LOG FUNCTION: run an exported function in its own bash under a time limit, log to
 # $RESULTS/LOG; a failure is recorded for the summary, never ends this script.
 run_step() {
   local name=$1 limit=$2 log=$RESULTS/$3; shift 3
-  local start rc=0
+  local start rc=0 left
+  left=$((STARTED + TOTAL_S - SUMMARY_RESERVE_S - $(date +%s)))
+  if [ "$left" -lt 10 ]; then
+    record "$name" FAIL 0 "not run: the check's deadline (${TOTAL_S}s) was reached"
+    return 0
+  fi
+  [ "$limit" -le "$left" ] || limit=$left  # every step ends inside the check's deadline
   start=$(date +%s.%N)
   echo "== $name (limit ${limit}s, log $log)"
   timeout --kill-after=10 "$limit" bash -c 'set -euo pipefail; "$@"' "$name" "$@" >"$log" 2>&1 || rc=$?
@@ -89,6 +101,7 @@ else
 fi
 # steps (a) and (b) share this budget; a CPU dry run (JIT builds of DeepSpeed's CPU ops, slow cores) gets more
 BUDGET_S=${KD_GPU_CHECK_BUDGET_S:-$([ "$MODE" = cpu ] && echo 1800 || echo 360)}
+TOTAL_S=${KD_GPU_CHECK_TOTAL_S:-$([ "$MODE" = cuda ] && echo 510 || echo 3000)}
 SMOKE_LIMIT_S=$([ "$MODE" = cpu ] && echo 1200 || echo 240)  # CPU: DeepSpeed's CPU ops JIT-build in minutes
 export PYTHON WHEELHOUSE WORK RESULTS SITE SECANTUS_SITE MODE REPO
 echo "gpu_check: mode $MODE, python $("$PYTHON" -c 'import sys; print(sys.version.split()[0])'), wheelhouse $WHEELHOUSE, work $WORK"
@@ -217,13 +230,37 @@ PY
 export -f imports
 run_step "imports" 120 imports.log imports
 
+# --------------------------------------------------------------------------------------------- optimizer kernel
+# DeepSpeed's FusedAdam is JIT-built (nvcc, ninja, a matching compiler): if the image cannot build it, the smoke and
+# the benchmark would both fail with no numbers at all. Build it once here (the later steps load it from
+# TORCH_EXTENSIONS_DIR); on failure they run with torch's AdamW, and the summary says so.
+fused_adam() {
+  set -euo pipefail
+  case ",${KD_GPU_CHECK_INJECT:-}," in *,fused_adam,*) echo "injected: the FusedAdam build fails"; return 1;; esac
+  "$PYTHON" -c "from deepspeed.accelerator import get_accelerator as a; print('FusedAdam built:', a().create_op_builder('FusedAdamBuilder').load())"
+}
+export -f fused_adam
+run_step "optimizer kernel (DeepSpeed FusedAdam JIT build)" 180 fused_adam.log fused_adam
+TORCH_ADAM=0
+if [ "${STATUS[${#STATUS[@]}-1]}" != PASS ]; then
+  TORCH_ADAM=1
+  echo "   | FusedAdam could not be built: the smoke and the benchmark use torch's AdamW (torch_adam)"
+fi
+SMOKE_DS_CONFIG=$REPO/ds_configs/zero2.json
+if [ "$TORCH_ADAM" = 1 ]; then
+  SMOKE_DS_CONFIG=$WORK/zero2-torch-adam.json
+  "$PYTHON" -c "import json, sys; c = json.load(open(sys.argv[1])); c['optimizer']['params'] = {'torch_adam': True}; json.dump(c, open(sys.argv[2], 'w'))" \
+    "$REPO/ds_configs/zero2.json" "$SMOKE_DS_CONFIG"
+fi
+export TORCH_ADAM SMOKE_DS_CONFIG
+
 T0=$(date +%s)
 # --------------------------------------------------------------------------------------------- (a) smoke
 smoke() {
   set -euo pipefail
   if [ "$MODE" = none ]; then echo "no CUDA device (set KD_GPU_CHECK_ALLOW_CPU=1 for a CPU dry run)"; return 1; fi
   "$PYTHON" experiments/distill.py with smoke progress_bar=False output_dir="$WORK/smoke-run" \
-    data.cache_dir="$WORK/cache/datasets"
+    data.cache_dir="$WORK/cache/datasets" deepspeed_config="$SMOKE_DS_CONFIG"
   "$PYTHON" - <<'PY'
 import os
 import sys
@@ -265,6 +302,7 @@ bench() {
     args=(--precision fp32 --windows 3 --steps-per-window 1 --warmup 1)  # bert-tiny -> 1 layer, micro-batch 16
   fi
   [ "${KD_GPU_CHECK_NO_TRAINER:-0}" = 1 ] && args+=(--no-trainer)
+  [ "$TORCH_ADAM" = 1 ] && args+=(--torch-adam)
   "$PYTHON" benchmarks/distill_throughput.py "${args[@]}" --out "$RESULTS" --cache-dir "$WORK/cache"
 }
 LEFT=$((BUDGET_S - ($(date +%s) - T0)))
@@ -282,6 +320,7 @@ run_step "(b) throughput benchmark ($MODE sizes)" "$LEFT" bench.log bench
     echo "| ${NAMES[$i]} | ${STATUS[$i]} | ${SECONDS_TAKEN[$i]} | ${DETAILS[$i]} |"
   done
   echo
+  [ "$TORCH_ADAM" = 1 ] && echo "FusedAdam could not be built on this image: the smoke and the trainer ran torch's AdamW"
   grep -h "^DB run" "$RESULTS/smoke.log" 2>/dev/null || true
   grep -h "requirements of the installed wheels" -A5 "$RESULTS/imports.log" 2>/dev/null | grep -v "^secantusd" || true
   echo
@@ -289,6 +328,7 @@ run_step "(b) throughput benchmark ($MODE sizes)" "$LEFT" bench.log bench
   echo
   grep -h -E "^\|" "$RESULTS/bench.log" 2>/dev/null || echo "(no benchmark table)"
   grep -h -E "^- |^results:" "$RESULTS/bench.log" 2>/dev/null || true
+  ls "$RESULTS"/*.json >/dev/null 2>&1 && echo "results files (written after each stage): $(ls "$RESULTS"/*.json | xargs -n1 basename | tr '\n' ' ')"
   echo
   grep -h -E "per-phase time|ms/step|memory probe:" "$RESULTS/bench.log" 2>/dev/null || true
 } | tee "$RESULTS/gpu_check_summary.md"

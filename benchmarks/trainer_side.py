@@ -9,6 +9,7 @@ batch, so no work is done ahead while the other side is being timed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,6 +55,7 @@ class TrainerSide:
         seed: int = 0,
         name: str = "kd_plugin trainer",
         objective: str = "masked_lm",
+        torch_adam: bool = False,
     ):
         self.name = name
         self.precision = precision
@@ -68,6 +70,7 @@ class TrainerSide:
         self.held_out_fraction = held_out_fraction
         self.seed = seed
         self.objective = objective
+        self.torch_adam = torch_adam  # torch's AdamW instead of DeepSpeed's JIT-built FusedAdam (gpu_check's fallback)
         self.notes: list[str] = []
         if objective not in ("masked_lm", "causal_lm"):
             raise ValueError(f"objective must be masked_lm or causal_lm, got {objective!r}")
@@ -86,7 +89,7 @@ class TrainerSide:
         cfg.update(seed=self.seed, teacher=self.teacher_dir_or_name, T=2.0, alpha_ce=5.0, alpha_mlm=2.0,
                    alpha_clm=0.0, alpha_cos=1.0, alpha_mse=0.0, max_steps=10**9, epochs=None, log_every=10**9,
                    checkpoint_every=None, output_dir=str(self._tmp / "run"), progress_bar=False,
-                   eval_max_sequences=0, deepspeed_config=str(DS_CONFIG[self.precision]))
+                   eval_max_sequences=0, deepspeed_config=str(self._ds_config()))
         cfg["loss_weights"] = {name: 0.0 for name in cfg["loss_weights"]}
         cfg["student"] = dict(cfg["student"], layers="distilbert_release", n_layers=self.n_layers, dropout=None)
         cfg["data"] = dict(cfg["data"], corpus="wiki_leads", max_seq_length=self.max_seq_length,
@@ -116,6 +119,18 @@ class TrainerSide:
             "windows); metrics reduced only at log points (none inside the benchmark)",
         ]
         return trainer
+
+    def _ds_config(self) -> Path:
+        """The precision's DeepSpeed JSON; with ``torch_adam`` a copy whose optimizer is torch's AdamW."""
+        source = DS_CONFIG[self.precision]
+        if not self.torch_adam:
+            return source
+        config = json.loads(source.read_text())
+        config["optimizer"] = dict(config["optimizer"], params=dict(config["optimizer"].get("params") or {},
+                                                                    torch_adam=True))
+        target = self._tmp / f"torch-adam-{source.name}"
+        target.write_text(json.dumps(config))
+        return target
 
     def run_steps(self, n: int) -> int:
         """Run ``n`` optimizer steps of the trainer; return the real (non-pad) tokens of their micro-batches."""

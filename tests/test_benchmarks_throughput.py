@@ -79,3 +79,13 @@ def test_a_crash_in_a_later_precision_keeps_the_earlier_numbers(tmp_path, monkey
     stored = json.loads(written.read_text())
     assert stored["complete"] is False and [c["precision"] for c in stored["comparisons"]] == ["fp32"]
     assert stored["comparisons"][0]["sides"][0]["median_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("torch_adam, optimizer", [(False, "FusedAdam"), (True, "AdamW")])
+def test_the_trainer_side_says_which_optimizer_ran(tmp_path, cache, torch_adam, optimizer):
+    """gpu_check.sh passes --torch-adam when DeepSpeed's FusedAdam cannot be built on the image."""
+    results = distill_throughput.main(["--precision", "fp32", *TINY, *cache, "--out", str(tmp_path),
+                                       *(["--torch-adam"] if torch_adam else [])])
+    trainer = next(side for side in results["comparisons"][0]["sides"] if side["side"] == "kd_plugin trainer")
+    engine_note = next(note for note in trainer["notes"] if note.startswith("DeepSpeed engine"))
+    assert f", {optimizer}, " in engine_note, engine_note
