@@ -218,3 +218,18 @@ def test_auto_processes_follow_the_corpus_size_and_the_usable_cores(monkeypatch)
     assert resolve("auto", tokenized_module.AUTO_PARALLEL_DOCUMENTS - 1) == 1
     assert resolve("auto", tokenized_module.AUTO_PARALLEL_DOCUMENTS) == 5
     assert resolve(3, 10) == 3
+
+
+def test_a_corpus_that_would_fill_the_disk_is_refused_before_writing(bert_tokenizer, corpus, tmp_path, monkeypatch):
+    """Streaming is not supported: a corpus whose tokens do not fit in data.cache_dir is one clear error."""
+    real = tokenized_module.shutil.disk_usage
+    text_bytes = corpus.data.nbytes
+    monkeypatch.setattr(tokenized_module.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=2 * text_bytes))  # less than 3x the text
+    with pytest.raises(ConfigError) as err:
+        build_tokenized_corpus(corpus, bert_tokenizer, 64, tmp_path / "cache", 0.1)
+    assert err.value.key == "data.cache_dir" and "streaming" in err.value.allowed
+    assert "writes about" in err.value.problem and list((tmp_path / "cache").iterdir()) == []  # nothing written
+    monkeypatch.setattr(tokenized_module.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=4 * text_bytes))
+    assert len(build_tokenized_corpus(corpus, bert_tokenizer, 64, tmp_path / "cache", 0.1).train) > 0
