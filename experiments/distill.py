@@ -33,6 +33,7 @@ from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
 from kd_plugin.export.model_card import FILE_STORAGE  # noqa: E402
 from kd_plugin.runtime.output_lock import hold_output_dir  # noqa: E402
 from kd_plugin.runtime.paths import DS_CONFIGS  # noqa: E402
+from kd_plugin.runtime.run_folder import METRICS  # noqa: E402
 from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
 from kd_plugin.teacher_catalogue import architecture_source  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
@@ -174,6 +175,10 @@ def main(_config, _run):
     for path in sorted([*Path(result["student_dir"]).glob("*.json"), Path(result["student_dir"]) / "README.md"]):
         # No '/' in artifact names: Omniboard's per-file download button breaks on them.
         _run.add_artifact(str(path), name=f"student_{path.name}")
+    metrics = Path(result["student_dir"]).parent / METRICS
+    if metrics.is_file():  # every logged point, as the run wrote it (the database keeps a thinned copy)
+        _run.add_artifact(str(metrics), name=METRICS)
+    # The weights stay in the output folder (hundreds of MB at real sizes, in GridFS otherwise): docs/tracking.md.
     return result
 
 

@@ -122,6 +122,9 @@ def test_student_location_and_artifacts(distilled):
     fs = gridfs.GridFS(db)
     stored = {a["name"]: fs.get(a["file_id"]).read() for a in run["artifacts"]}
     assert stored["student_config.json"] == (student_dir / "config.json").read_bytes()
+    # every logged point as the run wrote it; the weights stay in the folder (docs/tracking.md)
+    assert stored["metrics.jsonl"] == (student_dir.parent / "metrics.jsonl").read_bytes()
+    assert not any(name.endswith(".safetensors") for name in stored)
 
 
 # --------------------------------------------------------------------------- no database at all: files
