@@ -167,7 +167,8 @@ def validate(config, command_name, logger):
 def main(_config, _run):
     with exit_on_config_error(), exit_on_divergence(_run.info):  # one line each; Sacred records FAILED
         database = next((f"{o.display_url}/{o.db_name}" for o in _run.observers if hasattr(o, "display_url")),
-                        next((f"{FILE_STORAGE}{o.basedir}" for o in _run.observers if hasattr(o, "basedir")), None))
+                        next((f"{FILE_STORAGE}{Path(o.basedir).resolve()}" for o in _run.observers
+                              if hasattr(o, "basedir")), None))
         _run.info["text_checks"] = dict(TEXT_CHECKS)
         trainer = DistillationTrainer(DistillConfig.from_dict(_config), log_scalar=_run.log_scalar, info=_run.info,
                                       run_id=_run._id, database=database)

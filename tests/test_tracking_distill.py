@@ -150,6 +150,10 @@ def test_fallback_to_file_storage_and_import(tmp_path, mongo_url, db_name):
     assert db.fs.files.count_documents({"filename": {"$regex": "^artifact://"}}) == len(run["artifacts"])
     assert run["config"]["alpha_ce"] == 5.0 and run["captured_out"]
     assert run["kd_tracking"]["imported_from"] == str((storage / "1").resolve())
+    # the student's card cites the file-storage run so that the imported record can be found from it
+    card = (Path(run["info"]["student_dir"]) / "README.md").read_text()
+    assert f"whose `kd_tracking.imported_from` is `{run['kd_tracking']['imported_from']}`" in card
+    assert db.runs.find_one({"kd_tracking.imported_from": run["kd_tracking"]["imported_from"]})["_id"] == run["_id"]
 
 
 # ------------------------------------------------------------------ the database goes away mid-run

@@ -301,7 +301,8 @@ def render_body(card: StudentCard) -> str:
     if card.in_file_storage:
         folder = card.database[len(FILE_STORAGE):]
         provenance = (f"the Sacred file-storage run `{card.run_id}` in `{folder}`, a run folder, not a database run "
-                      f"id (`python -m kd_plugin.tracking.import_runs {folder}` gives it one, which then differs)")
+                      f"id: `python -m kd_plugin.tracking.import_runs {folder}` gives it one, which then differs; "
+                      f"the imported record is the one whose `kd_tracking.imported_from` is `{folder}/{card.run_id}`")
     elif card.database:
         provenance += f" in database `{card.database}`"
     sections = [
