@@ -120,6 +120,8 @@ def provenance_of(teacher: str) -> Provenance:
             return known
         return Provenance(f"{known.upstream}, then trained further by kd_plugin's teacher preparation ({teacher})",
                           known.hub_id, known.license)
+    if base in TEACHERS:  # a catalogue entry without a record: nothing is claimed (never taken for a hub id)
+        return Provenance(f"the catalogue teacher {teacher} (upstream not recorded)", None, None)
     if Path(teacher).expanduser().exists():
         return Provenance(f"the local folder {Path(teacher).name}", None, None)
     return Provenance(f"the Hub model {teacher}", teacher, None)

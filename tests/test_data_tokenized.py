@@ -233,3 +233,7 @@ def test_a_corpus_that_would_fill_the_disk_is_refused_before_writing(bert_tokeni
     monkeypatch.setattr(tokenized_module.shutil, "disk_usage",
                         lambda path: real(path)._replace(free=4 * text_bytes))
     assert len(build_tokenized_corpus(corpus, bert_tokenizer, 64, tmp_path / "cache", 0.1).train) > 0
+    # data.max_documents: the selection's share of the table counts, not the whole file behind it
+    monkeypatch.setattr(tokenized_module.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=2 * text_bytes))
+    assert len(build_tokenized_corpus(corpus.select(range(10)), bert_tokenizer, 64, tmp_path / "small", 0.1).train)

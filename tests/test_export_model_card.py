@@ -90,6 +90,15 @@ def test_base_model_and_licence_come_from_the_teachers_upstream(tmp_path, teache
     assert (f"the teacher's weights are `{license_}`" if license_ else "licence is not recorded") in text
 
 
+def test_every_catalogue_teacher_has_an_upstream_record():
+    """A new catalogue entry without one would publish no base model and licence 'other': declare it."""
+    import kd_plugin.preparation  # noqa: F401  (registers the prepared entries)
+    from kd_plugin.teacher_catalogue import ARCHITECTURE_OF, PROVENANCE, TEACHERS, provenance_of
+
+    assert {ARCHITECTURE_OF.get(name, name) for name in TEACHERS.names()} <= set(PROVENANCE)
+    assert provenance_of("bert-tiny-prepared").hub_id is None  # a catalogue name is never taken for a hub id
+
+
 @pytest.mark.parametrize("url, shown", [
     ("mongodb://127.0.0.1:27017/kd_plugin", "kd_plugin (a server on the run's own machine)"),
     ("mongodb://kd:pw@localhost:40123/runs?authSource=admin", "runs (a server on the run's own machine)"),

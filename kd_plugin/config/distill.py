@@ -97,13 +97,16 @@ class StudentSettings:
         return cls(**STUDENT.parse(student))
 
 
-def _num_proc(value: Any, key: str) -> int | str:
-    if value == "auto":
+def _auto_or_integer(value: Any, key: str, maximum: int | None = None,
+                     allow_none: bool = False) -> int | str | None:
+    """``"auto"`` (resolved where the machine or the model is known), an integer >= 1 (or null when allowed)."""
+    if value == "auto" or (value is None and allow_none):
         return value
     try:
-        return values.integer(value, key, maximum=512)
+        return values.integer(value, key, maximum=maximum)
     except ConfigError as err:
-        raise ConfigError(key, err.problem, f"auto or {err.allowed}") from None
+        allowed = f"auto, null or {err.allowed}" if allow_none else f"auto or {err.allowed}"
+        raise ConfigError(key, err.problem, allowed) from None
 
 
 def _pad_token(value: Any, key: str) -> str | None:
@@ -135,20 +138,11 @@ class DataSettings:
                                partial(values.choice, choices=TEXT_CHECKS))
     num_proc: int | str = setting("auto", "processes that clean and tokenize the corpus: auto = the usable cores "
                                   "from 50,000 documents on, else 1 (the result is the same for any value)",
-                                  _num_proc, bookkeeping=True)
+                                  partial(_auto_or_integer, maximum=512), bookkeeping=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataSettings:
         return cls(**DATA.parse(data))
-
-
-def _chunk_rows(value: Any, key: str) -> int | str | None:
-    if value == "auto" or value is None:
-        return value
-    try:
-        return values.integer(value, key)
-    except ConfigError as err:
-        raise ConfigError(key, err.problem, f"auto, null or {err.allowed}") from None
 
 
 def _pin_memory(value: Any, key: str) -> str:
@@ -165,7 +159,8 @@ class PerformanceSettings:
                                        "probabilities", partial(values.choice, choices=ATTENTION_IMPLEMENTATIONS))
     logit_chunk_rows: int | str | None = setting("auto", "rows per chunk of the logit losses (bounds fp32 "
                                                  "temporaries): auto = about 8 MiB each on CPU (cache-sized), "
-                                                 "1024 rows on CUDA; null = all at once", _chunk_rows)
+                                                 "1024 rows on CUDA; null = all at once",
+                                                 partial(_auto_or_integer, allow_none=True))
     fuse_logit_rows: bool = setting(True, "one shared pass over the logits for the terms over all tokens (ce, clm, "
                                     "mse); false = each term on its own (the reference path)", values.flag)
     compile: bool = setting(False, "torch.compile the student's and the teacher's forward", values.flag)

@@ -221,7 +221,8 @@ def check_room_to_tokenize(documents: Dataset, cache_root: Path) -> None:
     The corpus is read from one Arrow copy (its conversion under ``data.cache_dir``) and tokenized once into
     the cache; ``datasets`` streaming (a corpus larger than the disk, read as it is trained on) is not supported.
     """
-    text_bytes = documents.data.nbytes  # the Arrow table behind the dataset (memory-mapped: nothing is read)
+    table = documents.data  # the Arrow table behind the dataset (memory-mapped: nothing is read)
+    text_bytes = table.nbytes * len(documents) // max(table.num_rows, 1)  # a selection (max_documents): its share
     needed = int(text_bytes * TOKENIZE_ROOM_PER_TEXT_BYTE)
     free = shutil.disk_usage(cache_root).free
     if free < needed:

@@ -1,4 +1,5 @@
-"""One pass over the student's logit rows for every logit term that averages over all real tokens.
+"""One pass over the student's logit rows for every logit term that averages over all real tokens (and, with
+one term, what each logit term of :mod:`kd_plugin.losses.logit_kernels` runs on its own rows).
 
 Each logit term on its own (``logit_kernels``) selects its rows with ``index_select`` (a copy of
 (n_rows, voc_size) for each model), walks them in chunks, stores its own (n_rows, voc_size) gradient, and its
@@ -29,17 +30,47 @@ Nothing here reads a device value on the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from kd_plugin.losses.logit_kernels import (
-    ChunkLossAndGrad,
-    chunk_output,
-    compute_dtype_of,
-    row_chunks,
-    scale_saved_gradient,
-)
+# The per-chunk formula of a loss: (student chunk s in the compute dtype (chunk, V), the matching chunk of the
+# target, a coefficient c (a float, or a (chunk, 1) tensor of per-row coefficients), an output chunk `out`
+# (chunk, V) in the compute dtype, accumulate) -> the loss of each row (chunk,); it writes c * d(row losses)/ds
+# into `out` (accumulate=False) or adds it (accumulate=True), folding c into that one write: no extra pass.
+ChunkLossAndGrad = Callable[[torch.Tensor, torch.Tensor, "float | torch.Tensor", torch.Tensor, bool], torch.Tensor]
+
+
+def compute_dtype_of(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for the half types and fp32; float64 stays float64 (for gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def row_chunks(n_rows: int, chunk_rows: int | None) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of rows; ``None`` is one chunk of all rows; no chunk for zero rows."""
+    step = n_rows if chunk_rows is None else chunk_rows
+    return [(start, min(start + step, n_rows)) for start in range(0, n_rows, max(step, 1))]
+
+
+def chunk_output(gradient: torch.Tensor, start: int, stop: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    """Where a chunk's gradient is written: the stored gradient's rows themselves when they are in the compute
+    dtype (no copy), else a compute-dtype chunk the caller casts into them."""
+    if gradient.dtype == compute_dtype:
+        return gradient[start:stop]  # (chunk, voc_size), a view
+    return torch.empty((stop - start, gradient.shape[1]), dtype=compute_dtype, device=gradient.device)
+
+
+def scale_saved_gradient(saved: torch.Tensor, scale: torch.Tensor, compute_dtype: torch.dtype,
+                         chunk_rows: int | None) -> torch.Tensor:
+    """``saved * scale`` in the compute dtype, returned in ``saved``'s dtype; (n_rows, voc_size) -> same."""
+    if saved.dtype == compute_dtype:
+        return saved * scale  # (n_rows, voc_size)
+    # Half-precision logits: scale in fp32, chunk by chunk (a loss scale of 2^16 overflows fp16).
+    grad = torch.empty_like(saved)  # (n_rows, voc_size)
+    for start, stop in row_chunks(saved.shape[0], chunk_rows):
+        grad[start:stop].copy_(saved[start:stop].to(compute_dtype) * scale)  # (chunk, voc_size)
+    return grad
 
 
 @dataclass(frozen=True)

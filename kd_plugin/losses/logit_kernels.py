@@ -15,10 +15,12 @@ The three losses DistilBERT puts on the output logits, over ``n_rows`` already s
 
 The plain PyTorch form (``F.kl_div(F.log_softmax(s.float() / T), F.softmax(t.float() / T), "batchmean")``
 etc.) materialises several (n_rows, V) fp32 tensors for both models and autograd keeps some of them until
-backward. Here a custom ``autograd.Function`` walks the rows in chunks of ``chunk_rows``: each chunk is
-upcast to fp32 (float64 stays float64), its loss and its gradient are computed together from closed forms,
-and only the gradient is kept, in the student logits' dtype. Backward is one multiplication by
-``grad_output / n_rows``; nothing is recomputed.
+backward. Here each loss is a per-chunk formula (``*_chunk`` below: its rows' losses and their gradient,
+computed together from closed forms) run by the pass of :mod:`kd_plugin.losses.fused_logit_rows`, alone (the
+functions below, on already selected rows) or with the other terms over all tokens (the loss mixture). The
+pass walks the rows in chunks of ``chunk_rows``, upcasts each to fp32 (float64 stays float64), and keeps only
+the gradient, in the student logits' dtype. Backward is one multiplication by ``grad_output / n_rows``;
+nothing is recomputed.
 
 Nothing here synchronises the host with the device: no ``.item()``, no boolean-mask indexing. The caller
 selects rows with integer indices (``select_rows``), so ``n_rows`` is a Python int; an empty selection
@@ -34,10 +36,11 @@ Double backward is not supported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import torch
+
+from kd_plugin.losses.fused_logit_rows import ChunkLossAndGrad, RowPart, fused_row_losses
 
 # Each chunk briefly holds about four (chunk_rows, voc_size) fp32 temporaries: 4 x 1024 x 30522 x 4 B = 0.5 GB.
 DEFAULT_CHUNK_ROWS = 1024
@@ -53,13 +56,6 @@ def auto_chunk_rows(voc_size: int, device_type: str) -> int:
     if device_type == "cpu":
         return max(1, CPU_CHUNK_BYTES // (4 * voc_size))
     return DEFAULT_CHUNK_ROWS
-
-
-# The per-chunk formula of a loss: (student chunk s in the compute dtype (chunk, V), the matching chunk of the
-# target, a coefficient c (a float, or a (chunk, 1) tensor of per-row coefficients), an output chunk `out`
-# (chunk, V) in the compute dtype, accumulate) -> the loss of each row (chunk,); it writes c * d(row losses)/ds
-# into `out` (accumulate=False) or adds it (accumulate=True), folding c into that one write: no extra pass.
-ChunkLossAndGrad = Callable[[torch.Tensor, torch.Tensor, "float | torch.Tensor", torch.Tensor, bool], torch.Tensor]
 
 
 def write_scaled(out: torch.Tensor, grad: torch.Tensor, coef: float | torch.Tensor, accumulate: bool) -> None:
@@ -82,65 +78,12 @@ def select_rows(logits: torch.Tensor, row_index: torch.Tensor) -> torch.Tensor:
     return logits.flatten(0, -2).index_select(0, row_index)  # (n_rows, voc_size)
 
 
-def compute_dtype_of(dtype: torch.dtype) -> torch.dtype:
-    """fp32 for the half types and fp32; float64 stays float64 (for gradcheck)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def row_chunks(n_rows: int, chunk_rows: int | None) -> list[tuple[int, int]]:
-    """(start, stop) of each chunk of rows; ``None`` is one chunk of all rows; no chunk for zero rows."""
-    step = n_rows if chunk_rows is None else chunk_rows
-    return [(start, min(start + step, n_rows)) for start in range(0, n_rows, max(step, 1))]
-
-
-class _ChunkedRowLoss(torch.autograd.Function):
-    """Mean over rows of a per-row loss, walked in row chunks; saves only d(sum of row losses)/d(student)."""
-
-    @staticmethod
-    def forward(ctx, student_logits, target, chunk_loss_and_grad: ChunkLossAndGrad, chunk_rows: int | None):
-        n_rows = student_logits.shape[0]
-        compute_dtype = compute_dtype_of(student_logits.dtype)
-        total = torch.zeros((), dtype=compute_dtype, device=student_logits.device)  # ()
-        row_sum_grad = torch.empty(
-            student_logits.shape, dtype=student_logits.dtype, device=student_logits.device
-        )  # (n_rows, voc_size)
-        for start, stop in row_chunks(n_rows, chunk_rows):
-            s_chunk = student_logits[start:stop].to(compute_dtype)  # (chunk, voc_size)
-            out = chunk_output(row_sum_grad, start, stop, compute_dtype)  # (chunk, voc_size)
-            total = total + chunk_loss_and_grad(s_chunk, target[start:stop], 1.0, out, False).sum()  # ()
-            if out.dtype != row_sum_grad.dtype:
-                row_sum_grad[start:stop].copy_(out)  # (chunk, voc_size) cast to the student dtype
-            del s_chunk, out
-        ctx.save_for_backward(row_sum_grad)
-        ctx.n_rows, ctx.chunk_rows, ctx.compute_dtype = n_rows, chunk_rows, compute_dtype
-        return total / max(n_rows, 1)  # () zero when there are no rows
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        (row_sum_grad,) = ctx.saved_tensors  # (n_rows, voc_size)
-        scale = grad_output.to(ctx.compute_dtype) / max(ctx.n_rows, 1)  # ()
-        return scale_saved_gradient(row_sum_grad, scale, ctx.compute_dtype, ctx.chunk_rows), None, None, None
-
-
-def chunk_output(gradient: torch.Tensor, start: int, stop: int, compute_dtype: torch.dtype) -> torch.Tensor:
-    """Where a chunk's gradient is written: the stored gradient's rows themselves when they are in the compute
-    dtype (no copy), else a compute-dtype chunk the caller casts into them."""
-    if gradient.dtype == compute_dtype:
-        return gradient[start:stop]  # (chunk, voc_size), a view
-    return torch.empty((stop - start, gradient.shape[1]), dtype=compute_dtype, device=gradient.device)
-
-
-def scale_saved_gradient(saved: torch.Tensor, scale: torch.Tensor, compute_dtype: torch.dtype,
-                         chunk_rows: int | None) -> torch.Tensor:
-    """``saved * scale`` in the compute dtype, returned in ``saved``'s dtype; (n_rows, voc_size) -> same."""
-    if saved.dtype == compute_dtype:
-        return saved * scale  # (n_rows, voc_size)
-    # Half-precision logits: scale in fp32, chunk by chunk (a loss scale of 2^16 overflows fp16).
-    grad = torch.empty_like(saved)  # (n_rows, voc_size)
-    for start, stop in row_chunks(saved.shape[0], chunk_rows):
-        grad[start:stop].copy_(saved[start:stop].to(compute_dtype) * scale)  # (chunk, voc_size)
-    return grad
+def _mean_over_rows(student_logits: torch.Tensor, target: torch.Tensor, chunk: ChunkLossAndGrad,
+                    chunk_rows: int | None) -> torch.Tensor:
+    """One term's mean over the given rows: the shared pass of :mod:`kd_plugin.losses.fused_logit_rows` with this
+    term alone, every row counting. (n_rows, voc_size) -> () fp32 (float64 for float64 input)."""
+    return fused_row_losses(student_logits, [(1.0, RowPart(chunk, target, None, student_logits.shape[0]))],
+                            chunk_rows)[0]
 
 
 def _check_chunk_rows(chunk_rows: int | None) -> None:
@@ -215,7 +158,7 @@ def soft_target_kl(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     chunk = partial(soft_target_kl_chunk, temperature=float(temperature))
-    return _ChunkedRowLoss.apply(student_logits, teacher_logits.detach(), chunk, chunk_rows)  # ()
+    return _mean_over_rows(student_logits, teacher_logits.detach(), chunk, chunk_rows)  # ()
 
 
 def masked_lm_cross_entropy(
@@ -234,7 +177,7 @@ def masked_lm_cross_entropy(
             f"{tuple(student_logits.shape)} and {tuple(labels.shape)}"
         )
     _check_chunk_rows(chunk_rows)
-    return _ChunkedRowLoss.apply(student_logits, labels, cross_entropy_chunk, chunk_rows)  # ()
+    return _mean_over_rows(student_logits, labels, cross_entropy_chunk, chunk_rows)  # ()
 
 
 def logit_mse(
@@ -248,4 +191,4 @@ def logit_mse(
     """
     _check_pair(student_logits, teacher_logits)
     _check_chunk_rows(chunk_rows)
-    return _ChunkedRowLoss.apply(student_logits, teacher_logits.detach(), logit_mse_chunk, chunk_rows)  # ()
+    return _mean_over_rows(student_logits, teacher_logits.detach(), logit_mse_chunk, chunk_rows)  # ()
