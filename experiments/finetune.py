@@ -36,8 +36,9 @@ LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, 
 
 from sacred import Experiment  # noqa: E402
 
+from kd_plugin.config.sacred_defaults import DeclaredConfig  # noqa: E402
 from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
-from kd_plugin.downstream.finetune_config import FinetuneConfig  # noqa: E402
+from kd_plugin.downstream.finetune_config import FINETUNE_BLOCKS, FinetuneConfig  # noqa: E402
 from kd_plugin.downstream.model_loading import check_saved_weights  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
 from kd_plugin.runtime.paths import OUTPUTS  # noqa: E402
@@ -49,45 +50,9 @@ ex = Experiment("finetune", save_git_info=False)
 configure_experiment(ex, LAUNCH)
 
 
-@ex.config
-def config():
-    seed = 42  # classifier-head initialisation and training order (the splits use split_seed)
-    model = None  # model directory (e.g. a distilled student), catalogue name (bert-tiny, minilm-l6, random-tiny), hub id
-    distill_run_id = None  # Sacred id of the distillation run whose student this evaluates (recorded; model from it if model=null)
-    distill_db = dict(url=None, name=None)  # where that run is saved; null = where this run is saved (tracking.*)
-    tasks = ["mr_sentiment", "conll2010_uncertainty", "bbc_topics", "wiki_topics"]  # or glue/<name> (online)
-    split_seed = 0  # fixed train/validation/test splits: keep it fixed to compare runs
-    max_seq_length = 128  # longer texts are truncated
-    batch_size = 32
-    eval_batch_size = 128
-    lr = 3e-4  # AdamW, linear warm-up then decay; a list = a grid: per task, the lr with the best validation accuracy
-    weight_decay = 0.01
-    warmup_proportion = 0.1
-    max_grad_norm = 1.0
-    epochs = 3
-    max_train_examples = None  # use only the first N training examples per task (quick runs)
-    max_eval_examples = None  # and the first N validation / test examples
-    log_every = 50  # optimizer steps between logged training-loss points
-    threads = None  # torch intra-op threads; null = torch's default (one per core). With other jobs on the
-    # cores, 1 thread can be many times faster than 2 (threads spin-waiting on a busy core)
-    distillation = dict(  # fine-tuning with distillation ("DistilBERT (D)"); off while teacher_model is null
-        teacher_model=None,  # model name/dir fine-tuned first on each task, or {task: dir of a fine-tuned classifier}
-        alpha_task=0.5,  # cross-entropy on the labels
-        alpha_ce=0.5,  # soft-target KL * T^2 against the teacher's logits (the `ce` term)
-        T=2.0,  # temperature (the public run_squad_w_distillation.py defaults: 0.5 / 0.5 / 2.0)
-        teacher_lr=None,  # null = lr
-        teacher_epochs=None,  # null = epochs
-    )
-    size_speed = dict(
-        enabled=True,
-        reference=None,  # the teacher to compare with; null = distillation.teacher_model or the distill run's teacher
-        batch_size=32,
-        seq_length=128,
-        repeats=5,  # median of this many timed repeats
-        warmup=2,
-    )
-    save_models = False  # keep the fine-tuned classifiers under <output_dir>/models/<task>
-    output_dir = None  # null = outputs/finetune/<time>-<config hash>
+# Every setting's default and print_config comment come from its one declaration
+# (kd_plugin/downstream/finetune_config.py, run_link.py): an entry of ex.configurations is evaluated like a scope.
+ex.configurations.append(DeclaredConfig(FINETUNE_BLOCKS))
 
 
 @ex.named_config

@@ -27,8 +27,9 @@ LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, 
 
 from sacred import Experiment  # noqa: E402
 
-from kd_plugin.preparation.preparation_config import DEFAULT_DATASET_CACHE, PreparationConfig  # noqa: E402
-from kd_plugin.preparation.recipes import RECORD_FILE, SMOKE, default_cache_root, recipe_value  # noqa: E402
+from kd_plugin.config.sacred_defaults import DeclaredConfig  # noqa: E402
+from kd_plugin.preparation.preparation_config import PREPARATION_BLOCKS, PreparationConfig  # noqa: E402
+from kd_plugin.preparation.recipes import RECORD_FILE, SMOKE, TEACHER_RECIPES  # noqa: E402
 from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
 from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
@@ -38,37 +39,10 @@ TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, fo
 configure_experiment(ex, LAUNCH)
 
 
-@ex.config
-def config():
-    teacher = "bert-tiny"  # base: bert-tiny (weak MLM head), minilm-l6 (no MLM head), or a local BERT directory
-    # --- the recipe: every value below except data.cache_dir is part of the cache key; defaults per teacher in
-    # kd_plugin/preparation/recipes.py (BASE_RECIPE, TEACHER_RECIPES)
-    seed = recipe_value(teacher, "seed")  # head init, data order, masks, and the train / held-out document split
-    data = dict(
-        recipe_value(teacher, "data"),  # corpus, max_seq_length, held_out_fraction, max_documents, sample_by
-        cache_dir=str(DEFAULT_DATASET_CACHE),  # tokenized-corpus cache (shared with distill)
-        text_checks="refuse",  # a sample the tokenizer makes garbage of: refuse | warn | off (not in the key)
-    )
-    masking = recipe_value(teacher, "masking")  # 15 %, 80/10/10, uniform selection
-    batch_size = recipe_value(teacher, "batch_size")  # sequences per optimizer step
-    train_head_only_steps = recipe_value(teacher, "train_head_only_steps")  # phase 1: only the MLM head trains
-    head_lr = recipe_value(teacher, "head_lr")  # peak learning rate of phase 1
-    steps = recipe_value(teacher, "steps")  # phase 2: the whole model trains
-    lr = recipe_value(teacher, "lr")  # peak learning rate of phase 2
-    optim = recipe_value(teacher, "optim")  # AdamW; linear warm-up then linear decay, per phase
-    # --- not in the key
-    evaluation = dict(
-        max_sequences=None,  # held-out sequences measured before / after (null = all)
-        batch_size=32,
-        seed=0,  # the fixed masks every model is measured on
-    )
-    cache_root = str(default_cache_root())  # $KD_TEACHER_CACHE or <project>/.cache/teachers
-    output_dir = None  # null = <cache_root>/<teacher>-prepared-<key>
-    overwrite = False  # prepare again even when the cache directory is complete
-    log_every = 10  # optimizer steps between logged training metrics
-    progress_bar = True  # a tqdm bar; False: one plain log line per log point (for log files)
-
-
+# Every setting's default and print_config comment come from its one declaration (the recipe's in
+# kd_plugin/preparation/recipes.py, the others in preparation_config.py); the recipe's defaults are the base
+# teacher's own (TEACHER_RECIPES over BASE_RECIPE), so `with teacher=minilm-l6` changes them as the catalogue does.
+ex.configurations.append(DeclaredConfig(PREPARATION_BLOCKS, per_value=("teacher", TEACHER_RECIPES)))
 ex.add_named_config("smoke", SMOKE)
 
 

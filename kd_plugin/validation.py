@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kd_plugin.errors import ConfigError
@@ -67,6 +68,11 @@ def text(value: Any, key: str, allow_none: bool = False, what: str = "a non-empt
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(key, f"{value!r} is not {what}", what + (" or null" if allow_none else ""))
     return value
+
+
+def optional_directory(value: Any, key: str) -> Path | None:
+    """A folder, or None for null or an empty string (the experiment then picks its own place)."""
+    return None if not value else Path(text(value, key, what="a directory"))
 
 
 def block(cfg: Mapping[str, Any], key: str, known: Iterable[str], *, none_is_empty: bool = False) -> dict[str, Any]:

@@ -15,6 +15,11 @@ blocks come the Sacred defaults (:mod:`kd_plugin.config.sacred_defaults`), the p
 ``from_dict``), the docs and the README rows. Settings whose parse lives elsewhere (``masking.*`` in
 :mod:`kd_plugin.masking`, the loss mixture in :mod:`kd_plugin.losses`) are declared as :class:`Setting` records
 with the same fields.
+
+A setting that several experiments share is declared once and reused with the other experiment's default:
+``OPTIM.reused(eps=1e-6)`` (records for :meth:`Block.from_records`), ``OPTIM["weight_decay"].as_field(default=0.01)``
+(a field of another block's dataclass). A default that is only known when a config is made (a folder an environment
+variable may move) is a :class:`Computed`.
 """
 
 from __future__ import annotations
@@ -34,10 +39,19 @@ _METADATA = "kd_plugin.setting"
 
 
 @dataclass(frozen=True)
+class Computed:
+    """A default read each time a config is made, not when the module is imported (e.g. a folder that an
+    environment variable may move); ``shown`` stands for it in the docs."""
+
+    read: Callable[[], Any]
+    shown: str
+
+
+@dataclass(frozen=True)
 class Setting:
     """One key: what it defaults to, what it means (one line), and how its value is read and checked."""
 
-    default: Any  # as the user sees and types it (a plain str / number / list / dict / None)
+    default: Any  # as the user sees and types it (a plain str / number / list / dict / None), or a Computed
     doc: str  # one line: print_config's comment and the README table's text
     check: Check | None = None  # None: checked where its value is used (named in the block's doc)
     name: str = ""  # the key inside its block (a dataclass field's name, filled in by Block.of)
@@ -47,6 +61,14 @@ class Setting:
 
     def parse(self, value: Any, key: str) -> Any:
         return value if self.check is None else self.check(value, key)
+
+    def initial(self) -> Any:
+        """The default, as a config made now holds it (a fresh copy)."""
+        return self.default.read() if isinstance(self.default, Computed) else copy.deepcopy(self.default)
+
+    def as_field(self, **changes: Any) -> Any:
+        """This setting as a dataclass field of another block (``changes``: e.g. that block's own default)."""
+        return dataclasses.field(metadata={_METADATA: dataclasses.replace(self, **changes)})
 
     @property
     def allowed(self) -> str:
@@ -108,6 +130,13 @@ class Block:
     def from_records(cls, name: str, doc: str, **settings: Setting) -> Block:
         return cls(name, doc, tuple(dataclasses.replace(s, name=key) for key, s in settings.items()))
 
+    def reused(self, *names: str, **defaults: Any) -> dict[str, Setting]:
+        """These settings as records of another experiment's block: ``names`` as declared here, the keys of
+        ``defaults`` with that experiment's default (same doc and check)."""
+        shared = {name: self[name] for name in names}
+        shared.update({name: dataclasses.replace(self[name], default=value) for name, value in defaults.items()})
+        return shared
+
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.settings)
 
@@ -130,12 +159,12 @@ class Block:
         error keys instead.
         """
         keys = keys or {}
-        return {s.name: s.parse(given.get(s.name, copy.deepcopy(s.default)),
+        return {s.name: s.parse(given[s.name] if s.name in given else s.initial(),
                                 keys.get(s.name) or self.key(s.name, prefix))
                 for s in self.settings}
 
     def defaults(self) -> dict[str, Any]:
-        return {s.name: copy.deepcopy(s.default) for s in self.settings}
+        return {s.name: s.initial() for s in self.settings}
 
     def docs(self) -> dict[str, str]:
         """``{dotted key: doc}``, the block's own doc under its name."""
@@ -157,9 +186,11 @@ def nested_defaults(blocks: Iterable[Block]) -> dict[str, Any]:
 
 
 def flat_docs(blocks: Iterable[Block]) -> dict[str, str]:
+    """Every key's doc; a block declared in parts (e.g. the recipe's ``data.*`` and the rest) joins their docs."""
     docs: dict[str, str] = {}
     for block in blocks:
-        docs.update(block.docs())
+        for key, doc in block.docs().items():
+            docs[key] = f"{docs[key]}; {doc}" if key in docs else doc
     return docs
 
 
@@ -173,6 +204,8 @@ def bookkeeping_keys(blocks: Iterable[Block]) -> frozenset[str]:
 
 
 def _code(value: Any) -> str:
+    if isinstance(value, Computed):
+        return value.shown.replace("|", "\\|")
     if isinstance(value, str) and value.startswith(f"{PROJECT_ROOT}/"):  # a folder of the checkout: as in the docs
         value = value[len(str(PROJECT_ROOT)) + 1:]
     try:

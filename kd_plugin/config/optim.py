@@ -19,6 +19,10 @@ from kd_plugin.errors import ConfigError
 NO_DECAY_RULES = ("layer_norms", "original")
 
 
+# A clipping norm that must clip (the teacher's preparation, fine-tuning): > 0, where optim.max_grad_norm allows 0.
+clipping_norm_above_zero = partial(values.number, low=0.0, high=math.inf, low_open=True, high_open=True)
+
+
 def _betas(value: Any, key: str) -> tuple[float, float]:
     if not (isinstance(value, (list, tuple)) and len(value) == 2):
         raise ConfigError(key, f"{value!r} is not a pair", "[beta1, beta2], each in [0, 1)")
@@ -47,8 +51,7 @@ class OptimSettings:
                   clipping_may_be_zero: bool = True) -> OptimSettings:
         """From an ``optim`` block; ``lr`` comes from the block unless given (preparation keeps it outside)."""
         if not clipping_may_be_zero:  # the teacher's preparation always clips
-            values.number(optim.get("max_grad_norm"), f"{prefix}.max_grad_norm", 0.0, math.inf, low_open=True,
-                          high_open=True)
+            clipping_norm_above_zero(optim.get("max_grad_norm"), f"{prefix}.max_grad_norm")
         given = dict(optim) if lr is None else {**optim, "lr": lr}
         return cls(**OPTIM.parse(given, prefix=prefix, keys={"lr": lr_key} if lr_key else None))
 

@@ -23,55 +23,64 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 from kd_plugin import validation as values
+from kd_plugin.config.declarations import Block, setting
 from kd_plugin.errors import ConfigError
 
-DISTILL_DB_KEYS = ("url", "name")
+
+def _model(value: Any, key: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(key, f"{value!r} is not a model name or directory", "a directory, catalogue name or null")
+    return value
+
+
+def _run_id(value: Any, key: str) -> int | str | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        raise ConfigError(key, f"{value!r} is not a run id", "a Sacred run id (integer) or null")
+    return value
 
 
 @dataclass(frozen=True)
 class DistillDatabase:
     """``distill_db.*``: where the distillation run is saved; null = where this evaluation run is saved."""
 
-    url: str | None = None
-    name: str | None = None
+    url: str | None = setting(None, "MongoDB URL of the distill run's database; null = where this run is saved",
+                              partial(values.text, allow_none=True, what="a MongoDB URL"), field_default=True,
+                              bookkeeping=True)
+    name: str | None = setting(None, "its database name; null = this run's", partial(
+        values.text, allow_none=True, what="a database name"), field_default=True, bookkeeping=True)
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """Which model is evaluated: ``model``, else the student of the saved run ``distill_run_id``."""
 
-    model: str | None  # a directory, catalogue name or hub id
-    distill_run_id: int | str | None  # recorded with the run in any case (the analysis joins on it)
+    model: str | None = setting(None, "model directory (e.g. a distilled student), catalogue name (bert-tiny, "
+                                "minilm-l6, random-tiny), hub id", _model)
+    distill_run_id: int | str | None = setting(None, "Sacred id of the distillation run whose student this "
+                                               "evaluates (recorded; the model from it if model=null)", _run_id)
     distill_db: DistillDatabase
     tracking: Mapping[str, Any] = field(default_factory=dict)  # the experiment's tracking.* block (the database rule)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> ModelSource:
         """From the finetune config's top level (``model``, ``distill_run_id``, ``distill_db``, ``tracking``)."""
-        model = cfg.get("model")
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ConfigError("model", f"{model!r} is not a model name or directory",
-                              "a directory, catalogue name or null")
-        run_id = cfg.get("distill_run_id")
-        if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, (int, str))):
-            raise ConfigError("distill_run_id", f"{run_id!r} is not a run id", "a Sacred run id (integer) or null")
-        db = values.block(cfg, "distill_db", sorted(DISTILL_DB_KEYS), none_is_empty=True)
+        source = SOURCE.parse(cfg)
+        db = values.block(cfg, "distill_db", sorted(DISTILL_DB.names()), none_is_empty=True)
         tracking = cfg.get("tracking") or {}
         if not isinstance(tracking, Mapping):
             raise ConfigError("tracking", f"{tracking!r} is not a mapping", "tracking.mongo_url, tracking.db_name")
-        return cls(
-            model=model,
-            distill_run_id=run_id,
-            distill_db=DistillDatabase(
-                url=values.text(db.get("url"), "distill_db.url", allow_none=True, what="a MongoDB URL"),
-                name=values.text(db.get("name"), "distill_db.name", allow_none=True, what="a database name"),
-            ),
-            tracking=MappingProxyType(dict(tracking)),
-        )
+        return cls(**source, distill_db=DistillDatabase(**DISTILL_DB.parse(db)),
+                   tracking=MappingProxyType(dict(tracking)))
+
+
+SOURCE = Block.of("", "which model is evaluated", ModelSource)
+DISTILL_DB = Block.of("distill_db", "where the distill run is saved; null = where this run is saved (tracking.*)",
+                      DistillDatabase)
 
 
 @dataclass(frozen=True)

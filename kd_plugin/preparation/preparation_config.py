@@ -6,16 +6,21 @@ it starts a preparation; :func:`kd_plugin.preparation.mlm_training.prepare_teach
 the typed object. Every check raises ``ConfigError`` under the key the user types (``lr``, ``data.max_seq_length``,
 ``optim.betas``, ...), before any model or data is loaded (the corpus source's first lines are read).
 
+Each setting is declared once (:mod:`kd_plugin.config.declarations`): the recipe's in
+:mod:`kd_plugin.preparation.recipes` (``RECIPE_BLOCKS``), the others here; the experiment's Sacred defaults and
+``print_config`` comments, this parse and the table in ``docs/configuration.md`` are derived from
+``PREPARATION_BLOCKS``.
+
 Blocks and the user's keys::
 
-    teacher                                          top level
-    seed, batch_size                                 top level (recipe)
-    data.*              PreparationData               (recipe, but data.cache_dir)
-    masking.*           MaskingConfig                 (recipe; kd_plugin.masking)
-    train_head_only_steps, head_lr                   TrainingPhase "head" (recipe)
-    steps, lr, optim.*  TrainingPhase "full"; OptimSettings (recipe; kd_plugin.config.optim)
+    teacher                                          top level (PreparationConfig)
+    seed, batch_size                                 top level (recipe: RECIPE)
+    data.*              PreparationData               (recipe: RECIPE_DATA), but cache_dir, text_checks (DATA_HANDLING)
+    masking.*           MaskingConfig                 (recipe: RECIPE_MASKING; kd_plugin.masking)
+    train_head_only_steps, head_lr                   TrainingPhase "head" (recipe: RECIPE)
+    steps, lr, optim.*  TrainingPhase "full"; OptimSettings (recipe: RECIPE, RECIPE_OPTIM; kd_plugin.config.optim)
     evaluation.*        EvaluationSettings
-    cache_root, output_dir, overwrite, log_every, progress_bar   top level
+    cache_root, output_dir, overwrite, log_every, progress_bar   top level (PreparationConfig)
 
 ``recipe`` keeps the recipe values exactly as given: they, not the parsed numbers, are hashed into the cache key
 (:func:`kd_plugin.preparation.recipes.preparation_key`), so ``lr=1`` and ``lr=1.0`` stay distinct keys as before.
@@ -25,25 +30,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from kd_plugin import validation as values
+from kd_plugin.config.declarations import Block, Computed, setting
+from kd_plugin.config.distill import DATA
 from kd_plugin.config.optim import OptimSettings
-from kd_plugin.data.corpus_sources import check_sample_by
-from kd_plugin.data.text_checks import TEXT_CHECKS
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import MaskingConfig
-from kd_plugin.preparation.recipes import BASE_RECIPE, PREPARED_TEACHERS, recipe_of
-from kd_plugin.runtime.paths import CACHE
+from kd_plugin.preparation.recipes import (
+    PREPARED_TEACHERS,
+    RECIPE,
+    RECIPE_DATA,
+    RECIPE_MASKING,
+    RECIPE_OPTIM,
+    recipe_of,
+)
+from kd_plugin.runtime.paths import teacher_cache_root
 from kd_plugin.teacher_catalogue import TEACHERS
 
-# not in the key: cache_dir (where the tokenized corpus is cached), text_checks (what a garbage sample does)
-DATA_KEYS = (*BASE_RECIPE["data"], "cache_dir", "text_checks")
-OPTIM_KEYS = tuple(BASE_RECIPE["optim"])
-EVALUATION_KEYS = ("max_sequences", "batch_size", "seed")
-DEFAULT_DATASET_CACHE = CACHE / "datasets"  # the experiment's default data.cache_dir (shared with distill)
+BASE_TEACHERS = "bert-tiny, minilm-l6, or a local BERT directory"
 
 
 def _is_masked_lm(path: str) -> bool:
@@ -53,29 +62,25 @@ def _is_masked_lm(path: str) -> bool:
     return family_of(AutoConfig.from_pretrained(path)).objective == "masked_lm"
 
 
-def _check_teacher(teacher: Any) -> str:
+def _check_teacher(teacher: Any, key: str = "teacher") -> str:
     if not isinstance(teacher, str) or not teacher:
-        raise ConfigError("teacher", f"{teacher!r}", "bert-tiny, minilm-l6, or a local BERT directory")
+        raise ConfigError(key, f"{teacher!r}", BASE_TEACHERS)
     if teacher in PREPARED_TEACHERS:
-        raise ConfigError("teacher", f"{teacher!r} is already a prepared teacher",
+        raise ConfigError(key, f"{teacher!r} is already a prepared teacher",
                           f"its base teacher {PREPARED_TEACHERS[teacher]!r}, or another base teacher")
     if teacher in TEACHERS:
         source = TEACHERS.get(teacher)()
         if source.is_random:
-            raise ConfigError("teacher", f"{teacher!r}: random weights, nothing to prepare",
-                              "bert-tiny, minilm-l6, a local BERT directory")
+            raise ConfigError(key, f"{teacher!r}: random weights, nothing to prepare", BASE_TEACHERS)
         if not _is_masked_lm(source.path):
-            raise ConfigError("teacher", f"{teacher!r} is a causal LM: preparation fits a masked-LM head, and a "
-                              "causal LM is distilled as it is (`with causal_lm`)", "bert-tiny, minilm-l6, a local "
-                              "BERT directory")
+            raise ConfigError(key, f"{teacher!r} is a causal LM: preparation fits a masked-LM head, and a causal LM "
+                              "is distilled as it is (`with causal_lm`)", BASE_TEACHERS)
     return teacher
 
 
-def _block(config: Mapping[str, Any], key: str, known: tuple[str, ...], default: Any = None) -> Mapping[str, Any]:
-    """``values.block``, with ``default`` for a block the config leaves out (the catalogue's partial configs)."""
-    if key not in config and default is not None:
-        return default
-    return values.block(config, key, known)
+# data.* beyond the recipe: where the tokenized corpus is cached, what a garbage sample does (distillation's own)
+DATA_HANDLING = Block.from_records("data", "not in the cache key: cache_dir, text_checks",
+                                   **DATA.reused("cache_dir", "text_checks"))
 
 
 @dataclass(frozen=True)
@@ -92,20 +97,7 @@ class PreparationData:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparationData:
-        corpus = data["corpus"]
-        if not isinstance(corpus, str) or not corpus:
-            raise ConfigError("data.corpus", f"{corpus!r}", "a corpus name, a local path, or a hub dataset id")
-        return cls(
-            corpus=corpus,
-            max_seq_length=values.integer(data["max_seq_length"], "data.max_seq_length", minimum=8, maximum=512),
-            held_out_fraction=values.number(data["held_out_fraction"], "data.held_out_fraction", 0.0, 1.0,
-                                            low_open=True, high_open=True),
-            max_documents=values.integer(data["max_documents"], "data.max_documents", minimum=2, allow_none=True),
-            sample_by=check_sample_by(data["sample_by"]),
-            cache_dir=Path(values.text(data.get("cache_dir", str(DEFAULT_DATASET_CACHE)), "data.cache_dir",
-                                       what="a directory")),
-            text_checks=values.choice(data.get("text_checks", "refuse"), "data.text_checks", TEXT_CHECKS),
-        )
+        return cls(**RECIPE_DATA.parse(data), **DATA_HANDLING.parse(data))
 
 
 @dataclass(frozen=True)
@@ -121,24 +113,21 @@ class TrainingPhase:
 class EvaluationSettings:
     """``evaluation.*``: the held-out masked-token accuracy measured before and after (not in the recipe)."""
 
-    max_sequences: int | None = None  # null = every held-out sequence
-    batch_size: int = 32
-    seed: int = 0  # the fixed masks every model is measured on
+    max_sequences: int | None = setting(None, "held-out sequences measured before / after (null = all)",
+                                        partial(values.integer, allow_none=True), field_default=True)
+    batch_size: int = setting(32, "sequences per evaluation batch", values.integer, field_default=True)
+    seed: int = setting(0, "the fixed masks every model is measured on", partial(values.integer, minimum=0),
+                        field_default=True)
 
     @classmethod
     def from_dict(cls, evaluation: Mapping[str, Any]) -> EvaluationSettings:
-        defaults = cls()
-        return cls(
-            max_sequences=values.integer(evaluation.get("max_sequences", defaults.max_sequences),
-                                         "evaluation.max_sequences", allow_none=True),
-            batch_size=values.integer(evaluation.get("batch_size", defaults.batch_size), "evaluation.batch_size"),
-            seed=values.integer(evaluation.get("seed", defaults.seed), "evaluation.seed", minimum=0),
-        )
+        return cls(**EVALUATION.parse(evaluation))
 
 
 @dataclass(frozen=True)
 class PreparationConfig:
-    teacher: str  # the base teacher: a catalogue name or a local BERT directory
+    teacher: str = setting("bert-tiny", "base: bert-tiny (weak MLM head), minilm-l6 (no MLM head), or a local BERT "
+                           "directory; the recipe's defaults are its own", _check_teacher)
     seed: int  # head init, data order, masks
     data: PreparationData
     masking: MaskingConfig
@@ -146,51 +135,54 @@ class PreparationConfig:
     head: TrainingPhase  # train_head_only_steps at head_lr
     full: TrainingPhase  # steps at lr
     evaluation: EvaluationSettings
-    cache_root: Path | None  # null = $KD_TEACHER_CACHE or <project>/.cache/teachers
-    output_dir: Path | None  # null = <cache_root>/<teacher>-prepared-<key>
-    overwrite: bool  # prepare again even when the cache directory is complete
-    log_every: int  # optimizer steps between logged training metrics
-    progress_bar: bool
+    cache_root: Path | None = setting(Computed(lambda: str(teacher_cache_root()),
+                                               "`$KD_TEACHER_CACHE` or `\".cache/teachers\"`"),
+                                      "where prepared teachers are cached: $KD_TEACHER_CACHE or "
+                                      "<project>/.cache/teachers", values.optional_directory, bookkeeping=True)
+    output_dir: Path | None = setting(None, "null = <cache_root>/<teacher>-prepared-<key>", values.optional_directory,
+                                      bookkeeping=True)
+    overwrite: bool = setting(False, "prepare again even when the cache directory is complete", values.flag)
+    log_every: int = setting(10, "optimizer steps between logged training metrics", values.integer,
+                             bookkeeping=True)
+    progress_bar: bool = setting(True, "a tqdm bar; False: one plain log line per log point (for log files)",
+                                 values.flag, bookkeeping=True)
     recipe: Mapping[str, Any] = field(repr=False)  # the recipe values as given: the cache key's input
     raw: Mapping[str, Any] = field(repr=False, compare=False)  # the config as given (recorded with the teacher)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> PreparationConfig:
         """Parse and check the whole preparation config; no model is loaded (the corpus source is checked)."""
-        teacher = _check_teacher(config.get("teacher"))
+        top = PREPARATION.parse(config)  # the teacher first
         recipe = recipe_of(config)  # every recipe key present ("<key>: missing from the preparation config")
-        data_block = _block(config, "data", DATA_KEYS)  # and no key that nobody reads
-        masking_block = _block(config, "masking", tuple(BASE_RECIPE["masking"]))
-        optim_block = _block(config, "optim", OPTIM_KEYS)
-        evaluation_block = _block(config, "evaluation", EVALUATION_KEYS, default={})
-        seed = values.integer(recipe["seed"], "seed", minimum=0)
+        data_block = values.block(config, "data", (*RECIPE_DATA.names(), *DATA_HANDLING.names()))  # no unread key
+        masking_block = values.block(config, "masking", RECIPE_MASKING.names())
+        optim_block = values.block(config, "optim", RECIPE_OPTIM.names())
+        evaluation_block = values.block(config, "evaluation", EVALUATION.names(), none_is_empty=True)
+        phases = RECIPE.parse(recipe)
         data = PreparationData.from_dict(data_block)
         from kd_plugin.data.source_checks import check_corpus_source  # reads the file head, no model
 
         check_corpus_source(data.corpus, sample_by=data.sample_by)
         masking = MaskingConfig.from_dict(masking_block)
-        batch_size = values.integer(recipe["batch_size"], "batch_size")
-        head_steps = values.integer(recipe["train_head_only_steps"], "train_head_only_steps", minimum=0)
-        full_steps = values.integer(recipe["steps"], "steps", minimum=0)
-        if head_steps + full_steps == 0:
+        if phases["train_head_only_steps"] + phases["steps"] == 0:
             raise ConfigError("steps", "train_head_only_steps + steps is 0: nothing would be trained", "a total >= 1")
-        head_lr = values.number(recipe["head_lr"], "head_lr", 0.0, 1.0, low_open=True)
         optim = OptimSettings.from_dict(optim_block, lr=recipe["lr"], lr_key="lr", clipping_may_be_zero=False)
-        cache_root, output_dir = config.get("cache_root"), config.get("output_dir")
         return cls(
-            teacher=teacher,
-            seed=seed,
+            **top,
+            seed=phases["seed"],
             data=data,
             masking=masking,
-            batch_size=batch_size,
-            head=TrainingPhase("head", head_steps, replace(optim, lr=head_lr)),
-            full=TrainingPhase("full", full_steps, optim),
+            batch_size=phases["batch_size"],
+            head=TrainingPhase("head", phases["train_head_only_steps"], replace(optim, lr=phases["head_lr"])),
+            full=TrainingPhase("full", phases["steps"], optim),
             evaluation=EvaluationSettings.from_dict(evaluation_block),
-            cache_root=None if not cache_root else Path(values.text(cache_root, "cache_root", what="a directory")),
-            output_dir=None if not output_dir else Path(values.text(output_dir, "output_dir", what="a directory")),
-            overwrite=values.flag(config.get("overwrite", False), "overwrite"),
-            log_every=values.integer(config.get("log_every", 10), "log_every"),
-            progress_bar=values.flag(config.get("progress_bar", True), "progress_bar"),
             recipe=MappingProxyType(recipe),
             raw=MappingProxyType(dict(config)),
         )
+
+
+# Every preparation setting, declared once: the recipe's blocks (kd_plugin.preparation.recipes) and these.
+PREPARATION = Block.of("", "the base teacher; where the prepared teacher goes; what is shown", PreparationConfig)
+EVALUATION = Block.of("evaluation", "the held-out masked-token accuracy measured before and after (not in the "
+                      "cache key)", EvaluationSettings)
+PREPARATION_BLOCKS = (PREPARATION, RECIPE, RECIPE_DATA, DATA_HANDLING, RECIPE_MASKING, RECIPE_OPTIM, EVALUATION)
