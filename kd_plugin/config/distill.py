@@ -163,6 +163,9 @@ class PerformanceSettings:
                                                  partial(_auto_or_integer, allow_none=True))
     fuse_logit_rows: bool = setting(True, "one shared pass over the logits for the terms over all tokens (ce, clm, "
                                     "mse); false = each term on its own (the reference path)", values.flag)
+    fuse_lm_head: bool = setting(True, "the vocabulary projection runs inside the logit losses, chunk by chunk, so "
+                                 "no full logits tensor exists (ZeRO-3 and fp16 run the models' own heads); false = "
+                                 "the heads' full logits (the reference path)", values.flag)
     compile: bool = setting(False, "torch.compile the student's and the teacher's forward", values.flag)
     prefetch_batches: int = setting(2, "micro-batches collated and masked ahead by a background thread "
                                     "(0 = in the loop)", partial(values.integer, minimum=0, maximum=64))

@@ -24,8 +24,15 @@ length-grouped batches). ``c_k <= n_max / n_k`` keeps the stored gradient within
 kernels store (the weight and ``1 / n`` are applied in backward); fp16 logits are not fused (a relative weight
 of 1e-6 would underflow fp16 in ``g_k``): the mixture keeps the single-term path for them.
 
-Values and gradients equal the single-term kernels' to fp32 rounding (``tests/test_losses_fused_rows.py``).
-Nothing here reads a device value on the host.
+The student's logits may also come as :class:`~kd_plugin.losses.projected_logits.ProjectedLogits` (the LM head's
+features and its vocabulary projection, ``performance.fuse_lm_head``): each chunk of logits is then computed
+from the chunk's features, and its gradient turned at once into the features', the projection weight's and the
+bias's (``_FusedProjectedRowLosses``), so neither model's logits exist beyond one chunk. A teacher target may be
+projected the same way.
+
+Values and gradients equal the single-term kernels' to fp32 rounding, with or without the projection inside
+(``tests/test_losses_fused_rows.py``, ``tests/test_losses_projected_logits.py``). Nothing here reads a device
+value on the host.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+from kd_plugin.losses.projected_logits import ProjectedLogits, rows_of
 
 # The per-chunk formula of a loss: (student chunk s in the compute dtype (chunk, V), the matching chunk of the
 # target, a coefficient c (a float, or a (chunk, 1) tensor of per-row coefficients), an output chunk `out`
@@ -78,9 +88,41 @@ class RowPart:
     """One term's share of the pass: its chunk formula, its target at every flat row, the rows that count."""
 
     chunk: ChunkLossAndGrad  # writes (or adds) its coefficient times its gradient, returns its row losses
-    target: torch.Tensor  # (N, voc_size) teacher logits, detached; or (N,) label ids, -100 where none
+    target: torch.Tensor | ProjectedLogits  # (N, voc_size) teacher logits, detached, or the teacher's projected
+    # logits; or (N,) label ids, -100 where none
     keep: torch.Tensor | None  # (N,) bool: rows that count (None = every row, or the -100 labels decide)
     n_rows: int  # how many rows count: the term's normaliser (a host int, never read from the device)
+
+
+def _scales(weights: tuple[float, ...], parts: tuple[RowPart, ...]) -> tuple[list[float], float]:
+    """Each part's coefficient ``c_k`` in the stored gradient, and the factor backward applies to it."""
+    w_max = max(weights)
+    n_max = max(max(part.n_rows for part in parts), 1)
+    scales = [(w / w_max) * (n_max / max(part.n_rows, 1)) for w, part in zip(weights, parts, strict=True)]
+    return scales, w_max / n_max
+
+
+def _run_parts(s_chunk: torch.Tensor, out: torch.Tensor, start: int, stop: int, parts: tuple[RowPart, ...],
+               scales: list[float], sums: list[torch.Tensor]) -> None:
+    """Every part on one chunk of rows: adds its row losses to ``sums[k]`` and writes ``sum_k c_k * g_k`` into
+    ``out``. s_chunk, out: (chunk, voc_size) in the compute dtype."""
+    for k, part in enumerate(parts):
+        coef = scales[k]
+        if part.keep is not None:
+            keep = part.keep[start:stop]  # (chunk,)
+            coef = keep.unsqueeze(1).to(s_chunk.dtype) * coef  # (chunk, 1): 0 on rows that do not count
+        row_losses = part.chunk(s_chunk, rows_of(part.target, start, stop), coef, out, k > 0)  # (chunk,)
+        if part.keep is not None:
+            row_losses = row_losses.masked_fill(~keep, 0.0)  # (chunk,)
+        sums[k] = sums[k] + row_losses.sum()  # ()
+
+
+def _weighted_values(ctx, sums: list[torch.Tensor], weights: tuple[float, ...], parts: tuple[RowPart, ...]):
+    """``(sum_k w_k * L_k, (L_1, ..., L_K))`` from the parts' row-loss sums; the values are not differentiable."""
+    values = torch.stack([total / max(part.n_rows, 1) for total, part in zip(sums, parts, strict=True)])  # (K,)
+    weight_vector = torch.tensor(weights, dtype=values.dtype, device=values.device)  # (K,)
+    ctx.mark_non_differentiable(values)
+    return (weight_vector * values).sum(), values  # (), (K,)
 
 
 class _FusedRowLosses(torch.autograd.Function):
@@ -88,35 +130,20 @@ class _FusedRowLosses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_rows, weights: tuple[float, ...], parts: tuple[RowPart, ...], chunk_rows: int | None):
-        n_flat = student_rows.shape[0]
         compute_dtype = compute_dtype_of(student_rows.dtype)
-        w_max = max(weights)
-        n_max = max(max(part.n_rows for part in parts), 1)
-        scales = [(w / w_max) * (n_max / max(part.n_rows, 1)) for w, part in zip(weights, parts, strict=True)]
+        scales, ctx.gradient_scale = _scales(weights, parts)
         sums = [torch.zeros((), dtype=compute_dtype, device=student_rows.device) for _ in parts]  # each ()
         gradient = torch.empty(student_rows.shape, dtype=student_rows.dtype, device=student_rows.device)  # (N, V)
-        for start, stop in row_chunks(n_flat, chunk_rows):
+        for start, stop in row_chunks(student_rows.shape[0], chunk_rows):
             s_chunk = student_rows[start:stop].to(compute_dtype)  # (chunk, voc_size), a view for fp32 logits
             out = chunk_output(gradient, start, stop, compute_dtype)  # (chunk, voc_size), written by the parts
-            for k, part in enumerate(parts):
-                coef = scales[k]
-                if part.keep is not None:
-                    keep = part.keep[start:stop]  # (chunk,)
-                    coef = keep.unsqueeze(1).to(compute_dtype) * coef  # (chunk, 1): 0 on rows that do not count
-                row_losses = part.chunk(s_chunk, part.target[start:stop], coef, out, k > 0)  # (chunk,)
-                if part.keep is not None:
-                    row_losses = row_losses.masked_fill(~keep, 0.0)  # (chunk,)
-                sums[k] = sums[k] + row_losses.sum()  # ()
+            _run_parts(s_chunk, out, start, stop, parts, scales, sums)
             if out.dtype != gradient.dtype:
                 gradient[start:stop].copy_(out)  # (chunk, voc_size) cast to the logits' dtype
             del s_chunk, out
-        values = torch.stack([total / max(part.n_rows, 1) for total, part in zip(sums, parts, strict=True)])  # (K,)
-        weight_vector = torch.tensor(weights, dtype=compute_dtype, device=values.device)  # (K,)
         ctx.save_for_backward(gradient)
-        ctx.gradient_scale = w_max / n_max
         ctx.chunk_rows, ctx.compute_dtype = chunk_rows, compute_dtype
-        ctx.mark_non_differentiable(values)
-        return (weight_vector * values).sum(), values  # (), (K,)
+        return _weighted_values(ctx, sums, weights, parts)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -126,17 +153,72 @@ class _FusedRowLosses(torch.autograd.Function):
         return scale_saved_gradient(gradient, scale, ctx.compute_dtype, ctx.chunk_rows), None, None, None
 
 
+class _FusedProjectedRowLosses(torch.autograd.Function):
+    """The same pass over projected logits (``features @ weight^T + bias``, chunk by chunk): each chunk's logit
+    gradient ``G`` (chunk, V) is turned at once into the features' rows ``G @ weight`` and added into
+    ``weight``'s ``G^T @ features`` and ``bias``'s ``sum_rows G``; nothing vocabulary-sized outlives a chunk.
+
+    Half-precision projections (bf16) run the three matmuls in bf16, as the head and its backward would; the
+    weight's and bias's gradients are summed over chunks in fp32 and rounded once, at the end.
+    """
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, weights: tuple[float, ...], parts: tuple[RowPart, ...],
+                chunk_rows: int | None):
+        # features (N, dim) any float dtype; weight (V, dim) and bias (V,) in the projection's dtype
+        with torch.autocast(features.device.type, enabled=False):  # the dtypes below are chosen explicitly
+            compute_dtype = compute_dtype_of(weight.dtype)
+            scales, ctx.gradient_scale = _scales(weights, parts)
+            sums = [torch.zeros((), dtype=compute_dtype, device=features.device) for _ in parts]  # each ()
+            grad_features = torch.empty_like(features)  # (N, dim)
+            grad_weight = torch.zeros(weight.shape, dtype=compute_dtype, device=weight.device)  # (V, dim)
+            grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=compute_dtype, device=bias.device)
+            for start, stop in row_chunks(features.shape[0], chunk_rows):
+                f_chunk = features[start:stop].to(weight.dtype)  # (chunk, dim)
+                s_chunk = F.linear(f_chunk, weight, bias).to(compute_dtype)  # (chunk, V)
+                out = torch.empty_like(s_chunk)  # (chunk, V): sum_k c_k * g_k
+                _run_parts(s_chunk, out, start, stop, parts, scales, sums)
+                del s_chunk
+                if grad_bias is not None:
+                    grad_bias.add_(out.sum(dim=0))  # (V,)
+                g = out.to(weight.dtype)  # (chunk, V), the logits' gradient as the head's backward sees it
+                grad_features[start:stop].copy_(g @ weight)  # (chunk, dim)
+                if g.dtype == compute_dtype:
+                    grad_weight.addmm_(g.t(), f_chunk)  # (V, dim) += (V, chunk) @ (chunk, dim)
+                else:
+                    grad_weight.add_(g.t() @ f_chunk)  # (V, dim): the half-precision product, summed in fp32
+                del out, g
+            ctx.save_for_backward(grad_features, grad_weight, grad_bias)
+            ctx.compute_dtype, ctx.weight_dtype = compute_dtype, weight.dtype
+            return _weighted_values(ctx, sums, weights, parts)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total, _grad_values):
+        grad_features, grad_weight, grad_bias = ctx.saved_tensors  # (N, dim), (V, dim), (V,) or None
+        scale = grad_total.to(ctx.compute_dtype) * ctx.gradient_scale  # ()
+        d_features = (grad_features.to(ctx.compute_dtype) * scale).to(grad_features.dtype)  # (N, dim)
+        d_weight = (grad_weight * scale).to(ctx.weight_dtype)  # (V, dim)
+        d_bias = None if grad_bias is None else (grad_bias * scale).to(ctx.weight_dtype)  # (V,)
+        return d_features, d_weight, d_bias, None, None, None
+
+
 def fused_row_losses(
-    student_logits: torch.Tensor, weighted_parts: list[tuple[float, RowPart]], chunk_rows: int | None
+    student_logits: torch.Tensor | ProjectedLogits, weighted_parts: list[tuple[float, RowPart]],
+    chunk_rows: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum_k w_k * L_k, (L_1, ..., L_K))`` for the parts, in one pass over the student's logits.
 
-    ``student_logits`` (bs, seq_len, voc_size) or (N, voc_size); weights > 0. The values are detached (for
+    ``student_logits`` (bs, seq_len, voc_size) or (N, voc_size), or :class:`ProjectedLogits` (the head's
+    features and projection: the logits exist a chunk at a time); weights > 0. The values are detached (for
     logging): only the total carries the gradient.
     """
     if not weighted_parts or any(not w > 0 for w, _ in weighted_parts):
         raise ValueError("fused_row_losses needs at least one part, each with a weight > 0")
-    rows = student_logits.flatten(0, -2)  # (N, voc_size), a view
     weights = tuple(float(w) for w, _ in weighted_parts)
     parts = tuple(part for _, part in weighted_parts)
+    if isinstance(student_logits, ProjectedLogits):
+        return _FusedProjectedRowLosses.apply(student_logits.flat_features, student_logits.weight,
+                                              student_logits.bias, weights, parts, chunk_rows)
+    rows = student_logits.flatten(0, -2)  # (N, voc_size), a view
     return _FusedRowLosses.apply(rows, weights, parts, chunk_rows)

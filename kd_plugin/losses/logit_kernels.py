@@ -41,6 +41,7 @@ from functools import partial
 import torch
 
 from kd_plugin.losses.fused_logit_rows import ChunkLossAndGrad, RowPart, fused_row_losses
+from kd_plugin.losses.projected_logits import ProjectedLogits
 
 # Each chunk briefly holds about four (chunk_rows, voc_size) fp32 temporaries: 4 x 1024 x 30522 x 4 B = 0.5 GB.
 DEFAULT_CHUNK_ROWS = 1024
@@ -69,12 +70,14 @@ def write_scaled(out: torch.Tensor, grad: torch.Tensor, coef: float | torch.Tens
         torch.mul(grad, coef, out=out)  # (chunk, V)
 
 
-def select_rows(logits: torch.Tensor, row_index: torch.Tensor) -> torch.Tensor:
+def select_rows(logits: torch.Tensor | ProjectedLogits, row_index: torch.Tensor) -> torch.Tensor:
     """The token rows ``row_index`` of ``logits``, by integer index (no host sync, unlike a boolean mask).
 
     (bs, seq_len, voc_size), (n_rows,) -> (n_rows, voc_size); ``row_index`` indexes the flattened
-    ``bs * seq_len`` positions.
+    ``bs * seq_len`` positions. Projected logits project only those rows.
     """
+    if isinstance(logits, ProjectedLogits):
+        return logits.rows(row_index)  # (n_rows, voc_size)
     return logits.flatten(0, -2).index_select(0, row_index)  # (n_rows, voc_size)
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kd_plugin.losses.projected_logits import ProjectedLogits
+
 
 @dataclass(frozen=True)
 class DistillationOutputs:
@@ -18,14 +20,18 @@ class DistillationOutputs:
     there, and -100 elsewhere: for a masked LM the original token at each masked position, for a causal LM the
     next token (``labels[:, i] = input_ids[:, i + 1]`` where that token is real; the last position has none).
 
+    Logits: the full (bs, seq_len, voc_size) tensors, or (``performance.fuse_lm_head``) each model's LM-head
+    features with its vocabulary projection (:class:`~kd_plugin.losses.projected_logits.ProjectedLogits`), which
+    the terms project only for the rows they read (``select_rows``, the shared pass); ``voc_size`` either way.
+
     Row indices: the trainer's data stream computes, on the host, which flat positions of the
     ``(bs * seq_len)`` batch are real tokens and which have targets, and hands them over with the batch, so the
     terms select rows with ``index_select`` and never call ``nonzero`` on the device (a host synchronisation on
     CUDA). Without them (tests, downstream use) they are computed here from the masks.
     """
 
-    student_logits: torch.Tensor  # (bs, seq_len, voc_size)
-    teacher_logits: torch.Tensor  # (bs, seq_len, voc_size)
+    student_logits: torch.Tensor | ProjectedLogits  # (bs, seq_len, voc_size), or the head's features + projection
+    teacher_logits: torch.Tensor | ProjectedLogits  # (bs, seq_len, voc_size), or the head's features + projection
     attention_mask: torch.Tensor  # (bs, seq_len), 1 for real tokens, 0 for padding
     labels: torch.Tensor  # (bs, seq_len), the target id (masked token / next token), -100 elsewhere
     student_hidden_states: tuple[torch.Tensor, ...] | None = None  # each (bs, seq_len, dim_s)
@@ -35,6 +41,11 @@ class DistillationOutputs:
     token_rows: torch.Tensor | None = None  # (n_tokens,) flat indices of real tokens in bs * seq_len
     target_rows: torch.Tensor | None = None  # (n_targets,) flat indices of positions with a target
     logit_chunk_rows: int | None = None  # rows per chunk for the logit-level terms (memory); None = all
+
+    @property
+    def voc_size(self) -> int:
+        logits = self.student_logits
+        return logits.voc_size if isinstance(logits, ProjectedLogits) else logits.shape[-1]
 
     @property
     def token_mask(self) -> torch.Tensor:

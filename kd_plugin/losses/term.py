@@ -17,6 +17,7 @@ from kd_plugin.errors import ConfigError
 from kd_plugin.losses.fused_logit_rows import RowPart
 from kd_plugin.losses.logit_kernels import ChunkLossAndGrad
 from kd_plugin.losses.outputs import DistillationOutputs
+from kd_plugin.losses.projected_logits import ProjectedLogits
 from kd_plugin.registry import Registry
 
 
@@ -109,11 +110,14 @@ def check_rows(rows: str, key: str, objective: str = "masked_lm") -> str:
     return rows
 
 
-def token_row_part(outputs: DistillationOutputs, chunk: ChunkLossAndGrad, target: torch.Tensor) -> RowPart:
-    """A :class:`RowPart` over all real tokens; ``target`` (bs, seq_len, ...) is flattened to one row per token."""
+def token_row_part(outputs: DistillationOutputs, chunk: ChunkLossAndGrad,
+                   target: torch.Tensor | ProjectedLogits) -> RowPart:
+    """A :class:`RowPart` over all real tokens; ``target`` (bs, seq_len, ...) is flattened to one row per token
+    (projected logits are computed per chunk of flat rows)."""
     n_tokens = outputs.token_row_index.shape[0]  # host int: the index's length, no device read
     keep = None if n_tokens == outputs.attention_mask.numel() else outputs.token_mask.flatten()  # (N,)
-    return RowPart(chunk, target.detach().flatten(0, 1), keep, n_tokens)
+    rows = target if isinstance(target, ProjectedLogits) else target.detach().flatten(0, 1)
+    return RowPart(chunk, rows, keep, n_tokens)
 
 
 def row_index(rows: str, outputs: DistillationOutputs) -> torch.Tensor:

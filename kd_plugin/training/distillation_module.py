@@ -3,6 +3,11 @@
 The frozen teacher is held as a plain attribute, NOT a submodule, so it stays outside the engine, its ZeRO
 partitioning and its optimizer; it runs in eval mode under ``torch.no_grad``. The forward pass is timed per
 phase when the trainer's :class:`~kd_plugin.training.phase_timer.PhaseTimer` is on (it is a no-op otherwise).
+
+With ``fuse_lm_head`` (``performance.fuse_lm_head``) both models run with their vocabulary projection skipped
+(:mod:`kd_plugin.training.head_features`) and the loss terms project only the rows they read, chunk by chunk:
+the same losses and gradients without either model's full logits. The time of the projections then counts in
+the ``loss`` phase, not in the forwards.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from transformers import PreTrainedModel
 
 from kd_plugin.losses import DistillationOutputs, LossMixture
 from kd_plugin.losses.logit_kernels import auto_chunk_rows
+from kd_plugin.losses.projected_logits import ProjectedLogits
+from kd_plugin.training.head_features import head_features
 from kd_plugin.training.phase_timer import PhaseTimer
 
 
@@ -25,18 +32,20 @@ def freeze_teacher(teacher: PreTrainedModel, dtype: torch.dtype) -> PreTrainedMo
 
 class DistillationModule(nn.Module):
     def __init__(self, student: PreTrainedModel, mixture: LossMixture, teacher: PreTrainedModel,
-                 logit_chunk_rows: int | str | None = None, timer: PhaseTimer | None = None):
+                 logit_chunk_rows: int | str | None = None, timer: PhaseTimer | None = None,
+                 fuse_lm_head: bool = False):
         super().__init__()
         self.student = student
         self.mixture = mixture
         object.__setattr__(self, "teacher", teacher)  # deliberately not registered (see module docstring)
         self.logit_chunk_rows = logit_chunk_rows
         object.__setattr__(self, "timer", timer or PhaseTimer(enabled=False))
+        self.fuse_lm_head = fuse_lm_head
 
-    def _chunk_rows(self, logits: torch.Tensor) -> int | None:
+    def _chunk_rows(self, voc_size: int, device: torch.device) -> int | None:
         """``performance.logit_chunk_rows``, with ``auto`` resolved for this vocabulary and device."""
         if self.logit_chunk_rows == "auto":
-            return auto_chunk_rows(logits.shape[-1], logits.device.type)
+            return auto_chunk_rows(voc_size, device.type)
         return self.logit_chunk_rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
@@ -53,15 +62,18 @@ class DistillationModule(nn.Module):
         hidden = "hidden_states" in self.mixture.needs
         attentions = "attentions" in self.mixture.needs
         model_mask = attention_mask if padded else None
-        with self.timer.phase("teacher_forward"), torch.no_grad():
+        with (self.timer.phase("teacher_forward"), torch.no_grad(),
+              head_features(self.teacher, self.fuse_lm_head) as t_head):
             t_out = self.teacher(input_ids=input_ids, attention_mask=model_mask,
                                  output_hidden_states=hidden, output_attentions=attentions)
-        with self.timer.phase("student_forward"):
+            t_logits = t_out.logits if t_head is None else ProjectedLogits.of(t_out.logits, t_head)
+        with self.timer.phase("student_forward"), head_features(self.student, self.fuse_lm_head) as s_head:
             s_out = self.student(input_ids=input_ids, attention_mask=model_mask,
                                  output_hidden_states=hidden, output_attentions=attentions)
+        s_logits = s_out.logits if s_head is None else ProjectedLogits.of(s_out.logits, s_head)
         outputs = DistillationOutputs(
-            student_logits=s_out.logits,  # (bs, seq_len, voc_size)
-            teacher_logits=t_out.logits,  # (bs, seq_len, voc_size)
+            student_logits=s_logits,  # (bs, seq_len, voc_size), or the head's features and projection
+            teacher_logits=t_logits,  # (bs, seq_len, voc_size), or the head's features and projection
             attention_mask=attention_mask,
             labels=labels,
             student_hidden_states=s_out.hidden_states if hidden else None,
@@ -70,7 +82,8 @@ class DistillationModule(nn.Module):
             teacher_attentions=t_out.attentions if attentions else None,
             token_rows=token_rows,
             target_rows=target_rows,
-            logit_chunk_rows=self._chunk_rows(s_out.logits),
+            logit_chunk_rows=self._chunk_rows(s_out.logits.shape[-1] if s_head is None else s_head.out_features,
+                                              input_ids.device),
         )
         with self.timer.phase("loss"):
             return self.mixture(outputs)

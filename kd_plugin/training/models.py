@@ -83,5 +83,9 @@ def build_models(config: DistillConfig, timer: PhaseTimer | None = None) -> Mode
         # Compile the forward functions, not the modules: parameter names (and checkpoints) stay unchanged.
         student.forward = torch.compile(student.forward)
         teacher.forward = torch.compile(teacher.forward)
-    module = DistillationModule(student, mixture, teacher, config.performance.logit_chunk_rows, timer)
+    # Under ZeRO-3 the projection's weight is gathered only inside the head's own forward; fp16 logits keep the
+    # per-term path (kd_plugin.losses.fused_logit_rows): both run the models' own heads.
+    fuse_lm_head = (config.performance.fuse_lm_head and config.deepspeed.zero_stage < 3
+                    and config.deepspeed.precision != "fp16")
+    module = DistillationModule(student, mixture, teacher, config.performance.logit_chunk_rows, timer, fuse_lm_head)
     return Models(teacher, tokenizer, source, summary, module, requirements, OBJECTIVES.get(summary.objective))
