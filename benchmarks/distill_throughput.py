@@ -7,7 +7,10 @@ corpus with the same micro-batch, recipe and batch grouping, and are timed in al
 - **baseline**: ``OriginalStyleLoop`` (``benchmarks/original_loop.py``), the step of Hugging Face's
   ``distiller.py`` in that precision, its batch drawing, padding and masking inside the timed windows;
 - **kd_plugin trainer**: ``TrainerSide`` (``benchmarks/trainer_side.py``), the DeepSpeed trainer in the same
-  precision, stepped through ``DistillationTrainer.steps()`` (the loop ``experiments/distill.py`` runs).
+  precision, stepped through ``DistillationTrainer.steps()`` (the loop ``experiments/distill.py`` runs);
+- **variants** (``--trainer-variant [PRECISION:]performance.KEY=VALUE``, repeatable): the same trainer with one
+  performance setting changed, timed in the same alternation (in every precision, or in the one named), so what a setting buys is measured like for like (e.g.
+  ``performance.fuse_lm_head=false``: the models' own LM heads; ``performance.compile=true``: torch.compile).
 
 Workloads (``--workload``, ``benchmarks/workload.py``):
 
@@ -29,6 +32,8 @@ and a markdown table on stdout. Nothing is written to any database (no Sacred, n
     python benchmarks/distill_throughput.py                              # trainer vs baseline
     python benchmarks/distill_throughput.py --workload gpt2              # the same for a GPT-2 (causal LM)
     python benchmarks/distill_throughput.py --precision bf16 --windows 10 --steps-per-window 5
+    python benchmarks/distill_throughput.py --trainer-variant performance.fuse_lm_head=false \
+        --trainer-variant performance.compile=true       # what each setting buys, same windows
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
 import os
 import sys
 import time
@@ -71,6 +77,7 @@ from benchmarks.workload import HELD_OUT_FRACTION, WORKLOADS, build_workload  # 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # per device: micro-batch, windows, steps per window, warm-up steps
 DEFAULTS = {"cuda": (128, 8, 5, 3), "cpu": (16, 6, 3, 2)}
+TRAINER = "kd_plugin trainer"  # the trainer side's name (variants add their setting in parentheses)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch-adam", action="store_true",
                         help="the trainer with torch's AdamW instead of DeepSpeed's JIT-built FusedAdam (when the "
                         "image cannot build it; the notes say which optimizer ran)")
+    parser.add_argument("--trainer-variant", action="append", default=[], type=trainer_variant,
+                        metavar="[PRECISION:]performance.KEY=VALUE",
+                        help="another trainer side with one performance setting changed (repeatable), timed in the "
+                        "same alternation, in every precision or only the one named: e.g. "
+                        "performance.fuse_lm_head=false, bf16:performance.compile=true")
     parser.add_argument("--baseline-twice", action="store_true", help=argparse.SUPPRESS)  # harness self-test
     parser.add_argument("--memory-probe", action="store_true",
                         help="CUDA: the largest micro-batch of full-length sequences one optimizer step fits, with its "
@@ -113,6 +125,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def trainer_variant(text: str) -> tuple[str | None, str, object]:
+    """``[PRECISION:]performance.KEY=VALUE`` -> (precision or None for every precision, KEY, VALUE read as JSON,
+    else as a string); KEY must be a declared performance setting."""
+    from kd_plugin.config import distill_defaults
+
+    declared = distill_defaults()["performance"]
+    precision, _, assignment = text.rpartition(":")
+    key, sep, raw = assignment.partition("=")
+    name = key.removeprefix("performance.")
+    if not sep or name == key or name not in declared or precision not in ("", *PEAK_DTYPES):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected [fp32:|bf16:]performance.KEY=VALUE with KEY one of "
+                                         f"{', '.join(declared)}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return precision or None, name, value
+
+
 def make_sides(args, workload, precision: str) -> tuple[list, str]:
     """The sides of one precision, and the name of the baseline among them."""
 
@@ -127,14 +158,18 @@ def make_sides(args, workload, precision: str) -> tuple[list, str]:
         return [loop("original-style loop A"), loop("original-style loop B")], "original-style loop A"
     if args.no_trainer:
         return [loop("original-style loop")], "original-style loop"
-    trainer = TrainerSide(
-        workload.teacher_ref, precision, args.micro_batch, args.max_seq_length, args.device,
-        n_layers=workload.description["student_layers"], gradient_accumulation_steps=args.gradient_accumulation_steps,
-        grouping=args.grouping, data_cache_dir=Path(args.cache_dir) / "datasets",
-        held_out_fraction=HELD_OUT_FRACTION, seed=args.seed, objective=workload.objective,
-        torch_adam=args.torch_adam,
-    )
-    return [trainer, loop("original-style loop")], "original-style loop"
+    def trainer(name: str, performance: dict) -> TrainerSide:
+        return TrainerSide(
+            workload.teacher_ref, precision, args.micro_batch, args.max_seq_length, args.device,
+            n_layers=workload.description["student_layers"],
+            gradient_accumulation_steps=args.gradient_accumulation_steps, grouping=args.grouping,
+            data_cache_dir=Path(args.cache_dir) / "datasets", held_out_fraction=HELD_OUT_FRACTION, seed=args.seed,
+            objective=workload.objective, torch_adam=args.torch_adam, name=name, performance=performance,
+        )
+
+    variants = [trainer(f"{TRAINER} ({key}={json.dumps(value)})", {key: value})
+                for only, key, value in args.trainer_variant if only in (None, precision)]
+    return [trainer(TRAINER, {}), *variants, loop("original-style loop")], "original-style loop"
 
 
 def release(sides: list) -> None:
@@ -320,10 +355,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 def cross_precision_ratios(comparisons: list[dict]) -> dict[str, float]:
     """The goals' ratios across precisions, where both were measured: the bf16 trainer against the fp32
-    original-style loop, and the bf16 trainer against the fp32 trainer (median tokens/s)."""
+    original-style loop, and the bf16 trainer against the fp32 trainer (median tokens/s); and each trainer
+    variant against the trainer in its precision."""
     median = {(c["precision"], side["side"]): side["median_tokens_per_s"] for c in comparisons for side in c["sides"]}
-    trainer, loop = "kd_plugin trainer", "original-style loop"
-    ratios = {}
+    trainer, loop = TRAINER, "original-style loop"
+    ratios = {f"{side} / {trainer} [{precision}]": value / median[(precision, trainer)]
+              for (precision, side), value in median.items()
+              if side.startswith(f"{trainer} (") and (precision, trainer) in median}
     if ("bf16", trainer) in median and ("fp32", loop) in median:
         ratios["bf16 trainer / fp32 original-style loop"] = median[("bf16", trainer)] / median[("fp32", loop)]
     if ("bf16", trainer) in median and ("fp32", trainer) in median:

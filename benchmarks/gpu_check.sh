@@ -297,7 +297,8 @@ bench() {
   elif [ "$MODE" = cuda ]; then
     # BERT-base teacher -> 6 layers, micro-batch 128, 8 windows x 5 steps per side; then the largest micro-batch of
     # 512-token sequences a bf16 step fits (the paper's 4K-sequence batch at length 512)
-    args=(--precision both --memory-probe)
+    # (bf16 also times the compiled trainer, performance.compile=true, in the same windows)
+    args=(--precision both --memory-probe --trainer-variant bf16:performance.compile=true)
   else
     args=(--precision fp32 --windows 3 --steps-per-window 1 --warmup 1)  # bert-tiny -> 1 layer, micro-batch 16
   fi

@@ -56,6 +56,7 @@ class TrainerSide:
         name: str = "kd_plugin trainer",
         objective: str = "masked_lm",
         torch_adam: bool = False,
+        performance: dict | None = None,
     ):
         self.name = name
         self.precision = precision
@@ -71,6 +72,7 @@ class TrainerSide:
         self.seed = seed
         self.objective = objective
         self.torch_adam = torch_adam  # torch's AdamW instead of DeepSpeed's JIT-built FusedAdam (gpu_check's fallback)
+        self.performance = dict(performance or {})  # performance.* overrides (a variant of the trainer)
         self.notes: list[str] = []
         if objective not in ("masked_lm", "causal_lm"):
             raise ValueError(f"objective must be masked_lm or causal_lm, got {objective!r}")
@@ -99,6 +101,7 @@ class TrainerSide:
             cfg.update(alpha_mlm=0.0, alpha_clm=2.0)
             cfg["student"]["architecture"] = "same"
             cfg["data"]["pad_token"] = "eos"
+        cfg["performance"] = dict(cfg["performance"], **self.performance)
         cfg["batch"] = dict(micro_batch_size=self.micro_batch,
                             gradient_accumulation_steps=self.gradient_accumulation_steps, effective_batch_size=None)
         cfg["masking"] = dict(cfg["masking"], mlm_probability=0.15, mask_fraction=0.8, random_fraction=0.1,
@@ -115,8 +118,11 @@ class TrainerSide:
             f"DeepSpeed engine: ZeRO-{info['zero_stage']}, {info['optimizer']}, precision {info['precision']} "
             f"({'torch autocast, fp32 weights' if trainer.config.deepspeed.autocast else 'engine dtype'})",
             f"attention {trainer.info['attn_implementation']}; logit losses in chunks of {perf.logit_chunk_rows} "
-            f"rows ({'one shared pass' if perf.fuse_logit_rows else 'a pass per term'}); {perf.prefetch_batches} batches prefetched by a thread within a window (stopped between "
-            "windows); metrics reduced only at log points (none inside the benchmark)",
+            f"rows ({'one shared pass' if perf.fuse_logit_rows else 'a pass per term'}; LM heads "
+            f"{'inside the losses' if trainer.models.module.fuse_lm_head else 'in the models'}); "
+            f"{'torch.compile; ' if perf.compile else ''}{perf.prefetch_batches} batches prefetched by a thread "
+            "within a window (stopped between windows); metrics reduced only at log points (none inside the "
+            "benchmark)",
         ]
         return trainer
 

@@ -89,3 +89,32 @@ def test_the_trainer_side_says_which_optimizer_ran(tmp_path, cache, torch_adam, 
     trainer = next(side for side in results["comparisons"][0]["sides"] if side["side"] == "kd_plugin trainer")
     engine_note = next(note for note in trainer["notes"] if note.startswith("DeepSpeed engine"))
     assert f", {optimizer}, " in engine_note, engine_note
+
+
+def test_a_trainer_variant_is_timed_beside_the_trainer_with_its_setting_applied(tmp_path, cache):
+    results = distill_throughput.main(["--precision", "fp32", *TINY, *cache, "--out", str(tmp_path),
+                                       "--trainer-variant", "performance.fuse_lm_head=false"])
+    sides = {side["side"]: side for side in results["comparisons"][0]["sides"]}
+    assert list(sides) == ["kd_plugin trainer", "kd_plugin trainer (fuse_lm_head=false)", "original-style loop"]
+    heads = {name: next(note for note in side["notes"] if "LM heads" in note) for name, side in sides.items()
+             if side["notes"]}
+    assert "LM heads inside the losses" in heads["kd_plugin trainer"]
+    assert "LM heads in the models" in heads["kd_plugin trainer (fuse_lm_head=false)"]
+    assert all(side["median_tokens_per_s"] > 0 for side in sides.values())
+    ratio = results["cross_precision"]["kd_plugin trainer (fuse_lm_head=false) / kd_plugin trainer [fp32]"]
+    assert ratio == pytest.approx(sides["kd_plugin trainer (fuse_lm_head=false)"]["median_tokens_per_s"]
+                                  / sides["kd_plugin trainer"]["median_tokens_per_s"])
+
+
+@pytest.mark.parametrize("variant", ["fuse_lm_head=false", "performance.no_such=1", "performance.compile",
+                                     "fp16:performance.compile=true"])
+def test_a_variant_must_name_a_declared_performance_setting_and_a_precision(variant, capsys):
+    with pytest.raises(SystemExit):
+        distill_throughput.parse_args(["--trainer-variant", variant])
+    assert "expected [fp32:|bf16:]performance.KEY=VALUE with KEY one of" in capsys.readouterr().err
+
+
+def test_a_variant_may_be_limited_to_one_precision():
+    args = distill_throughput.parse_args(["--trainer-variant", "bf16:performance.compile=true",
+                                          "--trainer-variant", "performance.logit_chunk_rows=64"])
+    assert args.trainer_variant == [("bf16", "compile", True), (None, "logit_chunk_rows", 64)]
