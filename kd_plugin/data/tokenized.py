@@ -2,28 +2,33 @@
 
 Pipeline (all through ``datasets.map`` into Arrow files, so memory does not grow with the corpus):
 
-1. clean (:func:`kd_plugin.data.cleaning.clean_corpus`): normalise, drop empty documents, count;
-2. split documents into train / held-out BEFORE chunking, by a stable hash of each document's text (not by the
+1. survey (:func:`kd_plugin.data.cleaning.survey_corpus`): clean every document (normalise, drop empty ones),
+   count, and hash its clean text, writing a few bytes per document and no text;
+2. split documents into train / held-out BEFORE chunking, by that stable hash of each document's text (not by the
    run's seed): no document contributes to both, identical documents land on the same side, and every run with
    the same ``held_out_fraction`` (teacher preparation and distillation, any seed) holds out the same documents;
-3. tokenize with the fast tokenizer, batched, without special tokens (:func:`encode_documents`: special-token
-   text in a document, a literal ``[MASK]`` or ``[SEP]``, is split into ordinary tokens, never read as the special
-   token); cut every document into consecutive chunks of at most ``max_seq_length - 2`` tokens (long documents are
-   split, never dropped or truncated) and wrap each chunk as ``[CLS] chunk [SEP]`` (``bos``/``eos`` for tokenizers
-   without cls/sep, e.g. RoBERTa-style);
+3. clean again and tokenize with the fast tokenizer, batched, without special tokens (:func:`encode_documents`:
+   special-token text in a document, a literal ``[MASK]`` or ``[SEP]``, is split into ordinary tokens, never
+   read as the special token); cut every document into consecutive chunks of at most ``max_seq_length - 2``
+   tokens (long documents are split, never dropped or truncated) and wrap each chunk as ``[CLS] chunk [SEP]``
+   (``bos``/``eos`` for tokenizers without cls/sep, e.g. RoBERTa-style);
 4. count token ids over the train split once (for frequency-smoothed masking, ``counts ** -0.7``).
+
+On disk, the corpus's text exists once (its Arrow conversion, read in place) and the chunks once (written by
+step 3 where the cache keeps them): at the peak of a build, about the text plus its tokens.
 
 Cache layout, one directory per set of arguments that change the result::
 
     <cache_dir>/tokenized-<key>/          key = sha256 of (corpus fingerprint, tokenizer class + name_or_path +
-        train/                                 vocab size + content hash, max_seq_length, held_out_fraction,
-        held_out/                              format version), first 16 hex digits
+        train.arrow                            vocab size + content hash, max_seq_length, held_out_fraction,
+        held_out.arrow                         format version), first 16 hex digits
         token_counts.npy                  int64 (vocab_size,)
-        meta.json                         the key fields and the stats; written last, marks the cache complete
+        meta.json                         the key fields, the stats and each split's Arrow files (one per
+                                          tokenizing process); written last, marks the cache complete
 
-``train/`` and ``held_out/`` are ``Dataset.save_to_disk`` directories, reopened with ``load_from_disk``
-(memory-mapped). A build happens in a ``.tokenized-<key>.tmp-*`` sibling renamed into place at the end, so an
-interrupted build never leaves a half cache. In a multi-process job let one rank build first (then barrier).
+The Arrow files are opened memory-mapped (:func:`open_split`). A build happens in a ``.tokenized-<key>.tmp-*``
+sibling renamed into place at the end, so an interrupted build never leaves a half cache. In a multi-process
+job let one rank build first (the others wait for the cache, see ``kd_plugin.training.batches``).
 """
 
 from __future__ import annotations
@@ -40,15 +45,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import Dataset, Features, Sequence, Value, load_from_disk
+from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
-from kd_plugin.data.cleaning import clean_corpus
+from kd_plugin.data.cleaning import clean_documents, survey_corpus
 from kd_plugin.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 3  # 2: held-out split by document hash, independent of the seed; 3: special-token text
-# in documents is split into ordinary tokens (encode_documents)
+CACHE_FORMAT_VERSION = 4  # 2: held-out split by document hash, independent of the seed; 3: special-token text
+# in documents is split into ordinary tokens (encode_documents); 4: the chunks' Arrow files as tokenizing wrote them
 SPLITS = ("train", "held_out")
 _META = "meta.json"
 _COUNTS = "token_counts.npy"
@@ -133,8 +138,9 @@ def encode_documents(tokenizer, texts: list[str]) -> list[list[int]]:
 def _tokenize_and_chunk(
     batch: dict[str, list], tokenizer, max_seq_length: int, start_id: int, end_id: int
 ) -> dict[str, list]:
-    """Batched map: documents in, chunks out (a document yields ceil(n_tokens / (max_seq_length - 2)) rows)."""
-    encoded = encode_documents(tokenizer, batch["text"])
+    """Batched map: documents in, chunks out (a document yields ceil(n_tokens / (max_seq_length - 2)) rows).
+    The documents' text is cleaned here (:func:`kd_plugin.data.cleaning.clean_documents`), as it was surveyed."""
+    encoded = encode_documents(tokenizer, clean_documents(batch["text"]))
     body = max_seq_length - 2
     out: dict[str, list] = {"input_ids": [], "length": [], "doc_id": [], "chunk_index": []}
     for doc_id, ids in zip(batch["doc_id"], encoded, strict=True):
@@ -150,22 +156,6 @@ def _tokenize_and_chunk(
 def document_hash_fraction(text: str) -> float:
     """A stable number in [0, 1) for a document: the first 8 bytes of the SHA-256 of its UTF-8 text / 2**64."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
-
-
-# Documents per Arrow batch when hashing the text column: bounded memory, whatever the corpus size.
-HASH_BATCH_DOCUMENTS = 10_000
-
-
-def _document_fractions(documents: Dataset) -> np.ndarray:
-    """:func:`document_hash_fraction` of every document's ``text``, read in Arrow batches (never the whole column
-    as one Python list, whatever the ``datasets`` release): (n_docs,) float64."""
-    fractions = np.empty(len(documents), dtype=np.float64)  # (n_docs,)
-    start = 0
-    for batch in documents.with_format("arrow").iter(batch_size=HASH_BATCH_DOCUMENTS):
-        texts = batch.column("text").to_pylist()
-        fractions[start:start + len(texts)] = [document_hash_fraction(t) for t in texts]
-        start += len(texts)
-    return fractions
 
 
 def _split_documents(fractions: np.ndarray, held_out_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -209,17 +199,17 @@ def _chunk_stats(chunks: Dataset, n_docs: int) -> dict[str, int]:
     }
 
 
-# Bytes on disk at the peak of tokenizing, per byte of the corpus's Arrow text: the cleaned copy (1.0) and the
-# tokenized chunks twice while they are saved into the cache (0.93 each for wiki_leads at 128 tokens: 4.2 MB of
-# chunks for 4.5 MB of text), rounded up; the finished cache keeps one copy of the chunks.
-TOKENIZE_ROOM_PER_TEXT_BYTE = 3.0
+# Bytes on disk at the peak of tokenizing, per byte of the corpus's Arrow text: the tokenized chunks, written once
+# into the cache (0.93 for wiki_leads at 128 tokens: 4.2 MB of chunks for 4.5 MB of text; int32 ids, so text of
+# fewer bytes per token, e.g. CJK, needs more), rounded up; the survey of the documents adds a few bytes each.
+TOKENIZE_ROOM_PER_TEXT_BYTE = 1.5
 
 
 def check_room_to_tokenize(documents: Dataset, cache_root: Path) -> None:
     """Refuse, before writing anything, a corpus whose tokenization would fill the disk of ``cache_root``.
 
     The corpus is read from one Arrow copy (its conversion under ``data.cache_dir``) and tokenized once into
-    the cache; ``datasets`` streaming (a corpus larger than the disk, read as it is trained on) is not supported.
+    the cache, with no other copy of the text; ``datasets`` streaming (a corpus larger than the disk, read as it is trained on) is not supported.
     """
     table = documents.data  # the Arrow table behind the dataset (memory-mapped: nothing is read)
     text_bytes = table.nbytes * len(documents) // max(table.num_rows, 1)  # a selection (max_documents): its share
@@ -260,11 +250,20 @@ def _validate(max_seq_length: int, held_out_fraction: float, num_proc: int) -> N
         raise ConfigError("data.num_proc", f"{num_proc!r}", "an integer >= 1")
 
 
+def open_split(path: Path, split: str) -> Dataset:
+    """A split of a finished cache: its Arrow files, memory-mapped where tokenizing wrote them (one per process)."""
+    files = json.loads((path / _META).read_text())["files"][split]
+    if not files:
+        return Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
+    parts = [Dataset.from_file(str(path / name)) for name in files]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
 def _load(path: Path, from_cache: bool) -> TokenizedCorpus:
     meta = json.loads((path / _META).read_text())
     return TokenizedCorpus(
-        train=load_from_disk(str(path / "train")),
-        held_out=load_from_disk(str(path / "held_out")),
+        train=open_split(path, "train"),
+        held_out=open_split(path, "held_out"),
         token_counts=torch.from_numpy(np.load(path / _COUNTS)).long(),
         stats=meta["stats"],
         cache_path=path,
@@ -308,18 +307,24 @@ def build_tokenized_corpus(
     work.mkdir(parents=True)
     parallel = num_proc if num_proc > 1 else None
     try:
-        clean, cleaning = clean_corpus(
+        facts, cleaning = survey_corpus(
             dataset,
-            cache_file_name=str(work / "clean.arrow"),
+            document_hash_fraction,
+            cache_file_name=str(work / "survey.arrow"),
             num_proc=num_proc,
-            new_fingerprint=f"{key}-clean",
+            new_fingerprint=f"{key}-survey",
         )
-        if len(clean) == 0:
+        if cleaning.n_docs == 0:
             raise ConfigError(
                 "data.corpus", f"no non-empty document among {cleaning.n_docs_in}", "a corpus with text"
             )
-        doc_indices = dict(zip(SPLITS, _split_documents(_document_fractions(clean), held_out_fraction),
+        kept = np.flatnonzero(facts.data.column("kept").to_numpy(zero_copy_only=False))  # (n_docs,) input rows
+        fractions = facts.data.column("split_key").to_numpy()[kept]  # (n_docs,)
+        doc_indices = dict(zip(SPLITS, (kept[i] for i in _split_documents(fractions, held_out_fraction)),
                                strict=True))
+        documents = dataset.select_columns(["text", *(["doc_id"] if "doc_id" in dataset.column_names else [])])
+        if "doc_id" in facts.column_names:  # ids from row positions, from the survey (no copy of the text)
+            documents = concatenate_datasets([documents, facts.select_columns(["doc_id"])], axis=1)
 
         stats: dict[str, int] = {
             "docs_in": cleaning.n_docs_in,
@@ -329,12 +334,15 @@ def build_tokenized_corpus(
             "control_chars": cleaning.n_control_chars,
             "max_seq_length": max_seq_length,
         }
+        files: dict[str, list[str]] = {}
         for split in SPLITS:
             indices = doc_indices[split]
+            files[split] = []
             if len(indices) == 0:
                 chunks = Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
             else:
-                docs = clean.select(indices, new_fingerprint=f"{key}-{split}-docs")
+                docs = documents.select(indices, new_fingerprint=f"{key}-{split}-docs")
+                # written where the cache keeps them (no save_to_disk copy): one Arrow file per process
                 chunks = docs.map(
                     _tokenize_and_chunk,
                     batched=True,
@@ -347,22 +355,23 @@ def build_tokenized_corpus(
                         "end_id": end_id,
                     },
                     num_proc=parallel,
-                    cache_file_name=str(work / f"{split}.arrow"),
+                    cache_file_name=str(tmp / f"{split}.arrow"),
                     new_fingerprint=f"{key}-{split}",
                     desc=f"tokenizing {split}",
                 )
-            # an empty split needs one explicit shard: a 0-shard directory does not load back
-            chunks.save_to_disk(str(tmp / split), num_shards=1 if len(chunks) == 0 else None)
+                files[split] = [str(Path(f["filename"]).relative_to(tmp)) for f in chunks.cache_files]
             for name, value in _chunk_stats(chunks, len(indices)).items():
                 stats[f"{split}_{name}"] = value
+            if split == "train":
+                counts = _count_tokens(chunks, len(tokenizer))  # (vocab_size,)
 
         for name in ("docs_without_tokens", "long_docs_split", "chunks", "tokens"):
             stats[name] = stats[f"train_{name}"] + stats[f"held_out_{name}"]
-        counts = _count_tokens(load_from_disk(str(tmp / "train")), len(tokenizer))  # (vocab_size,)
         np.save(tmp / _COUNTS, counts)
-        del clean, chunks
+        del facts, documents, chunks
         shutil.rmtree(work)
-        (tmp / _META).write_text(json.dumps({"key": key, "key_fields": key_fields, "stats": stats}, indent=2))
+        (tmp / _META).write_text(json.dumps({"key": key, "key_fields": key_fields, "stats": stats, "files": files},
+                                            indent=2))
         try:
             tmp.rename(final)
         except OSError:  # another process finished the same cache first
