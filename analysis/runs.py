@@ -12,7 +12,9 @@ Columns (index ``run_id``, the Sacred ``_id``):
   ablation variant, :func:`kd_plugin.ablation.variant_of` from
   the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
   ``host`` (hostname), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
-  ``none``; NA for runs that record no launch), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
+  ``none``; NA for runs that record no launch), ``deepspeed_settings`` (a digest of the DeepSpeed config the engine
+  got, its monitor blocks left out: two checkouts' copies of one JSON file give the same digest, where the
+  ``deepspeed_config`` column holds each one's path; NA for runs that built no engine), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
   heartbeat of a run that has not stopped);
 * ``resumed_from_run`` (the run whose checkpoint this run started from) and ``resumed_by_run`` (the run that
   resumed this one), NA where none; :func:`analysis.load_metrics` ``follow_resumes=True`` stitches the curves;
@@ -35,6 +37,8 @@ intervals)). The analysis never writes: the next run saved to the database recor
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,17 +62,18 @@ from kd_plugin.tracking.dead_runs import (
 )
 from kd_plugin.tracking.resume_links import RESUMED_BY_RUN, RESUMED_FROM_RUN
 from kd_plugin.tracking.run_tags import parse_tags
+from kd_plugin.training.ds_config import MONITOR_PACKAGES
 
 META_COLUMNS = [
     "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "world_size",
-    "launcher", "start_time", "stop_time", "duration_s",
+    "launcher", "deepspeed_settings", "start_time", "stop_time", "duration_s",
     RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
     "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "info.engine.world_size": 1,
-    "info.ranks": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "info.ranks": 1, "info.deepspeed_config": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 
@@ -79,6 +84,15 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
         c for c in runs.columns
         if c not in META_COLUMNS and c != "result" and not str(c).startswith(DERIVED_PREFIXES)
     ]
+
+
+def deepspeed_digest(ds_config: dict[str, Any] | None) -> str | None:
+    """12 hex digits of the SHA-256 of the engine's DeepSpeed config as canonical JSON, less its monitor blocks
+    (where metrics are also written: bookkeeping, and their output paths differ from run to run)."""
+    if not isinstance(ds_config, dict):
+        return None
+    kept = {key: value for key, value in ds_config.items() if key not in MONITOR_PACKAGES}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _row(doc: dict[str, Any], now) -> dict[str, Any]:
@@ -104,6 +118,7 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
         "host": (doc.get("host") or {}).get("hostname"),
         "world_size": (info.get("engine") or {}).get("world_size"),
         "launcher": ((info.get("ranks") or [{}])[0] or {}).get("launcher"),
+        "deepspeed_settings": deepspeed_digest(info.get("deepspeed_config")),
         "start_time": start,
         "stop_time": stop,
         "duration_s": (end - start).total_seconds() if start and end else None,

@@ -2,7 +2,8 @@
 
 A mean "over seeds" is only that when the runs it averages share every other setting that changes what is trained
 or measured. Runs of one variant can still differ in world size, launcher, DeepSpeed file, ``stop_at_step``,
-``max_steps``, ...; averaging them gives a number no single setting produced. The settings that change nothing
+``max_steps``, ...; averaging them gives a number no single setting produced. The DeepSpeed config is compared
+by content (``deepspeed_settings``), not by its path, which differs between two checkouts of one project. The settings that change nothing
 (where outputs go, what is shown, how fast) are declared once, with the setting (``bookkeeping=True`` in
 :mod:`kd_plugin.config`), and are not compared.
 
@@ -30,6 +31,8 @@ def setting_columns(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[st
     """The columns of ``table`` that hold a setting which changes results (config values and launch facts),
     less the declared bookkeeping keys and ``exclude``."""
     skip = set(exclude) | NOT_SETTINGS | distill_bookkeeping_keys()
+    if "deepspeed_settings" in table.columns and table["deepspeed_settings"].notna().any():
+        skip.add("deepspeed_config")  # the file's path: the content (deepspeed_settings) is what counts
     return [c for c in table.columns if c not in skip and not str(c).startswith(DERIVED_PREFIXES)
             and not str(c).endswith("run_id")]  # a link to another run (downstream_run_id) is no setting
 

@@ -67,3 +67,19 @@ def test_a_seed_run_twice_is_counted_once_and_named(database):  # noqa: F811
         table = ablation_table(runs, "variant", "final.loss")
     assert table[["n_seeds", "n_runs"]].values.tolist() == [[2, 3]]
     assert seeds_label(runs) == "2 seeds, 3 runs" and seeds_label(runs.loc[[1, 3]]) == "2 seeds"
+
+
+def test_the_deepspeed_config_is_compared_by_content_not_by_path(database):  # noqa: F811
+    """Two checkouts' copies of one JSON are one setting; another ZeRO stage is not; monitors never count."""
+    zero2 = {"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW"}, "train_batch_size": 16}
+    insert_run(database, 1, {"seed": 1, "deepspeed_config": "/home/a/kd/ds_configs/zero2.json"}, metrics=LOSS,
+               info={"deepspeed_config": dict(zero2, tensorboard={"enabled": True, "output_path": "/a/tb"})})
+    insert_run(database, 2, {"seed": 2, "deepspeed_config": "/home/b/kd/ds_configs/zero2.json"}, metrics=LOSS,
+               info={"deepspeed_config": zero2})
+    runs = load_runs(db=database)
+    assert runs.loc[1, "deepspeed_settings"] == runs.loc[2, "deepspeed_settings"]
+    assert ablation_table(runs, "variant", "final.loss")[["n_seeds", "n_runs"]].values.tolist() == [[2, 2]]
+    insert_run(database, 3, {"seed": 3, "deepspeed_config": "/home/a/kd/ds_configs/zero2.json"}, metrics=LOSS,
+               info={"deepspeed_config": dict(zero2, zero_optimization={"stage": 3})})
+    with pytest.raises(ValueError, match=r"full: deepspeed_settings \['[0-9a-f]{12}', '[0-9a-f]{12}'\]"):
+        ablation_table(load_runs(db=database), "variant", "final.loss")
