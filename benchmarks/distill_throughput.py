@@ -78,6 +78,14 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # per device: micro-batch, windows, steps per window, warm-up steps
 DEFAULTS = {"cuda": (128, 8, 5, 3), "cpu": (16, 6, 3, 2)}
 TRAINER = "kd_plugin trainer"  # the trainer side's name (variants add their setting in parentheses)
+# Failures rehearsed on purpose (gpu_check.sh's KD_GPU_CHECK_INJECT passes them on), so that a CPU dry run proves
+# a GPU run keeps its numbers: late_crash = the run dies after its first precision's results are written;
+# probe_oom = the memory probe's step runs out of memory (at its second size on CUDA, its first on CPU).
+INJECTIONS = ("late_crash", "probe_oom")
+
+
+def injected(name: str) -> bool:
+    return name in os.environ.get("KD_BENCH_INJECT", "").split(",")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -194,10 +202,12 @@ PROBE_CAP_BYTES = 80 * 10**9  # the goal's card: an 80 GB GPU, whatever card the
 
 
 def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 512),
-                        device_memory: int | None = None, cap: int = PROBE_CAP_BYTES) -> dict:
+                        device_memory: int | None = None, cap: int = PROBE_CAP_BYTES,
+                        inject_oom_at: int | None = None) -> dict:
     """Grow the micro-batch of ``seq_len``-token sequences until an optimizer step no longer fits in ``cap``
     bytes (the process is limited to that share of the card while probing; ``device_memory`` None: the CUDA
-    card's). An out-of-memory error ends the probe with what fitted; any other error is recorded, not raised."""
+    card's). An out-of-memory error ends the probe with what fitted; any other error is recorded, not raised.
+    ``inject_oom_at``: that size raises an out-of-memory error instead of running (a rehearsal)."""
     if device_memory is None:
         device_memory = torch.cuda.get_device_properties(trainer.device).total_memory
     limit = min(cap, device_memory)
@@ -207,6 +217,8 @@ def probe_micro_batches(trainer, seq_len: int, sizes=(8, 16, 32, 64, 128, 256, 5
     try:
         for size in sizes:
             try:
+                if size == inject_oom_at:
+                    raise torch.cuda.OutOfMemoryError(f"injected (KD_BENCH_INJECT=probe_oom) at micro-batch {size}")
                 allocated, reserved = trainer.probe_memory(size, seq_len)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
@@ -312,6 +324,10 @@ def main(argv: list[str] | None = None) -> dict:
             comparison["sides"].append(row)
         comparisons.append(comparison)
         write_results(path, results(complete=False))  # this precision's numbers are safe from here on
+        print("\n" + markdown_table(comparison["sides"]), flush=True)  # in the log too, whatever happens next
+        if injected("late_crash"):
+            raise RuntimeError(f"injected (KD_BENCH_INJECT=late_crash): the run died after its {precision} results "
+                               f"were written to {path}")
         for name, breakdown in phases.items():
             print(f"\nper-phase time of {name} [{precision}] (synchronised, {args.steps_per_window} steps):")
             for phase, figures in sorted(breakdown.items(), key=lambda kv: -kv[1]["ms_per_step"]):
@@ -321,10 +337,12 @@ def main(argv: list[str] | None = None) -> dict:
             trainer = next((side for side in sides if hasattr(side, "probe_memory")), None)
             if trainer is None:
                 notes.append("memory probe skipped: no trainer side (--no-trainer)")
-            elif device.type != "cuda":
+            elif device.type != "cuda" and not injected("probe_oom"):
                 notes.append("memory probe skipped: it measures CUDA memory")
             else:
-                comparison["memory_probe"] = probe_micro_batches(trainer, args.memory_probe_length)
+                comparison["memory_probe"] = probe_micro_batches(
+                    trainer, args.memory_probe_length, device_memory=None if device.type == "cuda" else PROBE_CAP_BYTES,
+                    inject_oom_at=(16 if device.type == "cuda" else 8) if injected("probe_oom") else None)
                 write_results(path, results(complete=False))
         release(sides)
 
@@ -344,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
         notes.append("harness self-test: two independent original-style loops with identical settings; "
                      "the ratio should be close to 1")
     write_results(path, final)
-    print("\n" + markdown_table(rows))
+    print()
     for name, ratio in final["cross_precision"].items():
         print(f"- {name}: {ratio:.2f}x")
     for note in notes:

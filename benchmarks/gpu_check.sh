@@ -16,7 +16,10 @@
 #   KD_GPU_CHECK_ALLOW_CPU=1       run the same flow on a machine without CUDA, with CPU sizes (a dry run)
 #   KD_GPU_CHECK_NO_TRAINER=1      benchmark the original-style loop alone
 #   KD_GPU_CHECK_TOTAL_S           the deadline of the whole check in seconds (default 510 on CUDA, 3000 on CPU)
-#   KD_GPU_CHECK_INJECT=fused_adam make the FusedAdam build fail (a dry run of the torch_adam fallback)
+#   KD_GPU_CHECK_INJECT=fused_adam make the FusedAdam build fail (a dry run of the torch_adam fallback); also
+#                                  late_crash (the benchmark dies after its first precision's results) and
+#                                  probe_oom (the memory probe runs out of memory; on CPU the probe then runs too),
+#                                  comma-separated: each must still leave a results file and a summary
 #   KD_GPU_CHECK_DATASETS=5|3      force a datasets set; default: datasets-5 if the image's pyarrow >= 24, else
 #                                  datasets-3 if pyarrow >= 15 (datasets 5.2 needs pyarrow >= 24, 3.6 runs on >= 15)
 #   KD_GPU_CHECK_BENCH_ARGS        replace the benchmark's size arguments
@@ -302,9 +305,11 @@ bench() {
   else
     args=(--precision fp32 --windows 3 --steps-per-window 1 --warmup 1)  # bert-tiny -> 1 layer, micro-batch 16
   fi
+  case ",${KD_GPU_CHECK_INJECT:-}," in *,probe_oom,*) [ "$MODE" = cuda ] || args+=(--memory-probe);; esac
   [ "${KD_GPU_CHECK_NO_TRAINER:-0}" = 1 ] && args+=(--no-trainer)
   [ "$TORCH_ADAM" = 1 ] && args+=(--torch-adam)
-  "$PYTHON" benchmarks/distill_throughput.py "${args[@]}" --out "$RESULTS" --cache-dir "$WORK/cache"
+  KD_BENCH_INJECT=${KD_GPU_CHECK_INJECT:-} \
+    "$PYTHON" benchmarks/distill_throughput.py "${args[@]}" --out "$RESULTS" --cache-dir "$WORK/cache"
 }
 LEFT=$((BUDGET_S - ($(date +%s) - T0)))
 [ "$LEFT" -ge 120 ] || LEFT=120

@@ -118,3 +118,26 @@ def test_a_variant_may_be_limited_to_one_precision():
     args = distill_throughput.parse_args(["--trainer-variant", "bf16:performance.compile=true",
                                           "--trainer-variant", "performance.logit_chunk_rows=64"])
     assert args.trainer_variant == [("bf16", "compile", True), (None, "logit_chunk_rows", 64)]
+
+
+def test_an_injected_late_crash_leaves_the_first_precisions_results_and_table(tmp_path, cache, monkeypatch, capsys):
+    """gpu_check.sh's KD_GPU_CHECK_INJECT=late_crash: the file and the log keep the numbers measured so far."""
+    monkeypatch.setenv("KD_BENCH_INJECT", "late_crash")
+    with pytest.raises(RuntimeError, match="injected"):
+        distill_throughput.main(["--no-trainer", "--precision", "both", *TINY, *cache, "--out", str(tmp_path)])
+    (written,) = tmp_path.glob("*.json")
+    stored = json.loads(written.read_text())
+    assert stored["complete"] is False and [c["precision"] for c in stored["comparisons"]] == ["fp32"]
+    assert "| original-style loop | fp32 |" in capsys.readouterr().out  # the table reaches the summary's log
+
+
+def test_an_injected_out_of_memory_ends_the_probe_and_is_recorded(tmp_path, cache, monkeypatch):
+    """KD_GPU_CHECK_INJECT=probe_oom on CPU: the probe runs (it is skipped on CPU otherwise) and stops at the
+    injected out-of-memory error of its first size; the run completes with that in its results file."""
+    monkeypatch.setenv("KD_BENCH_INJECT", "probe_oom")
+    results = distill_throughput.main(["--precision", "fp32", "--memory-probe", *TINY, *cache, "--out", str(tmp_path)])
+    probe = results["comparisons"][0]["memory_probe"]
+    assert probe["stopped_by"] == "out of memory at micro-batch 8" and probe["fits"] == []
+    assert probe["largest_micro_batch"] is None and probe["cap_bytes"] == PROBE_CAP_BYTES
+    (written,) = tmp_path.glob("*.json")
+    assert json.loads(written.read_text())["comparisons"][0]["memory_probe"] == probe
