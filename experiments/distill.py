@@ -148,7 +148,8 @@ def validate(config, command_name, logger):
             distill_config = DistillConfig.from_dict(config)
             plan = distill_config.batch.plan(LAUNCH.world_size)  # an unreachable effective batch is refused here
             data = distill_config.data
-            check_corpus_source(data.corpus, data.text_column, data.encoding, data.sample_by)
+            check_corpus_source(data.corpus, data.text_column, data.encoding, data.sample_by,
+                                remember_in=data.cache_dir)  # a local source that passed is not read again
             check_writable_dir(data.cache_dir, "data.cache_dir")
             check_against_teacher(distill_config)
             TEXT_CHECKS.update(check_corpus_text(  # a prepared teacher's tokenizer is its base model's

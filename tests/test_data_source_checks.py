@@ -407,3 +407,29 @@ def test_load_corpus_refuses_an_encoding_where_nothing_is_decoded(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_corpus(source, encoding="latin-1", cache_dir=str(tmp_path / "hf"))
         assert info.value.key == "data.encoding"
+
+
+def test_a_source_that_passed_is_not_read_again_until_its_files_change(tmp_path, monkeypatch):
+    """data.cache_dir remembers a passed check by the files' fingerprint; a changed file is read (and refused)."""
+    from kd_plugin.data import source_checks
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    cache = tmp_path / "cache"
+    reads = []
+    real = source_checks._check_json_file
+    monkeypatch.setattr(source_checks, "_check_json_file", lambda *a: (reads.append(a[0]), real(*a))[1])
+    check_corpus_source(str(path), remember_in=cache)
+    check_corpus_source(str(path), remember_in=cache)
+    assert len(reads) == 1 and len(list((cache / "source-checks").iterdir())) == 1
+    with pytest.raises(ConfigError, match="body"):  # other arguments: another fingerprint, read and refused
+        check_corpus_source(str(path), text_column="body", remember_in=cache)
+    assert len(reads) == 2
+    path.write_text('{"text": "one"}\nnot json\n', encoding="utf-8")  # a change of size and time
+    with pytest.raises(ConfigError, match="line 2"):
+        check_corpus_source(str(path), remember_in=cache)
+    assert len(reads) == 3 and len(list((cache / "source-checks").iterdir())) == 1  # refusals are not kept
+    path.write_text('{"text": "one"}\n', encoding="utf-8")
+    check_corpus_source(str(path))  # without remember_in: always read, nothing kept
+    check_corpus_source(str(path))
+    assert len(reads) == 5 and len(list((cache / "source-checks").iterdir())) == 1

@@ -33,6 +33,7 @@ counted from 0, as their ``doc_id``.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -87,12 +88,16 @@ _JSON_LAYOUT = "one JSON object per line (JSON Lines), or one JSON array of obje
 
 
 def check_corpus_source(
-    corpus: str, text_column: str = "text", encoding: str = DEFAULT_ENCODING, sample_by: str = "line"
+    corpus: str, text_column: str = "text", encoding: str = DEFAULT_ENCODING, sample_by: str = "line",
+    remember_in: str | Path | None = None,
 ) -> None:
     """Raise a ConfigError (``data.corpus``, ``data.text_column``, ``data.encoding`` or ``data.sample_by``) if
     ``load_corpus(corpus, text_column, sample_by=sample_by, encoding=encoding)`` would fail or read garbage.
 
     Reads local files once, streamed (a JSON array file is read whole, as its loader does), and nothing else.
+    ``remember_in`` (``data.cache_dir``): a local source that passed is remembered there under a fingerprint of
+    its files (path, size, modification time) and of these arguments, and not read again while that holds
+    (at 16 GB the read is minutes per run); a refusal is never remembered.
     """
     if not isinstance(corpus, str) or not corpus:
         raise ConfigError("data.corpus", f"{corpus!r}", "a corpus name, a local path, or a hub dataset id")
@@ -126,6 +131,9 @@ def check_corpus_source(
             f"{sample_by} is a document",
             "text (the default) for .txt files; a field name for .jsonl/.json/.parquet or a hub dataset",
         )
+    passed = None if remember_in is None else _passed_marker(files, builder, text_column, codec, sample_by, remember_in)
+    if passed is not None and passed.exists():
+        return
     has_text = False
     for name in files:
         file = Path(name)
@@ -152,6 +160,34 @@ def check_corpus_source(
             _no_document_problem(path, files, builder, text_column),
             _no_document_allowed(builder, sample_by),
         )
+    if passed is not None:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.write_text(json.dumps({"files": files, "text_column": text_column, "encoding": codec,
+                                          "sample_by": sample_by}))
+        except OSError:  # an unwritable cache is reported by its own check; the source is checked again next time
+            pass
+
+
+# Part of every remembered verdict's fingerprint: a change to what the checks refuse makes every source be
+# checked again.
+SOURCE_CHECK_VERSION = 1
+
+
+def _passed_marker(files: list[str], builder: str, text_column: str, codec: str, sample_by: str,
+                   remember_in: str | Path) -> Path | None:
+    """Where a local source's passed check is remembered: one file named by the fingerprint of its files and of
+    what the check read them as (None when a file cannot even be stat'ed: the check then says why)."""
+    stats = []
+    for name in files:
+        try:
+            status = Path(name).stat()
+        except OSError:
+            return None
+        stats.append((str(Path(name).resolve()), status.st_size, status.st_mtime_ns))
+    fingerprint = json.dumps([SOURCE_CHECK_VERSION, MAX_SUSPECT_SHARE, builder, text_column, codec, sample_by,
+                              stats])
+    return Path(remember_in) / "source-checks" / f"{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class PreparationConfig:
         data = PreparationData.from_dict(data_block)
         from kd_plugin.data.source_checks import check_corpus_source  # reads the file head, no model
 
-        check_corpus_source(data.corpus, sample_by=data.sample_by)
+        check_corpus_source(data.corpus, sample_by=data.sample_by, remember_in=data.cache_dir)
         masking = MaskingConfig.from_dict(masking_block)
         if phases["train_head_only_steps"] + phases["steps"] == 0:
             raise ConfigError("steps", "train_head_only_steps + steps is 0: nothing would be trained", "a total >= 1")
