@@ -22,7 +22,7 @@ class DistillationOutputs:
 
     Logits: the full (bs, seq_len, voc_size) tensors, or (``performance.fuse_lm_head``) each model's LM-head
     features with its vocabulary projection (:class:`~kd_plugin.losses.projected_logits.ProjectedLogits`), which
-    the terms project only for the rows they read (``select_rows``, the shared pass); ``voc_size`` either way.
+    the terms project only for the rows they read (``select_rows``, the shared pass).
 
     Row indices: the trainer's data stream computes, on the host, which flat positions of the
     ``(bs * seq_len)`` batch are real tokens and which have targets, and hands them over with the batch, so the
@@ -41,11 +41,6 @@ class DistillationOutputs:
     token_rows: torch.Tensor | None = None  # (n_tokens,) flat indices of real tokens in bs * seq_len
     target_rows: torch.Tensor | None = None  # (n_targets,) flat indices of positions with a target
     logit_chunk_rows: int | None = None  # rows per chunk for the logit-level terms (memory); None = all
-
-    @property
-    def voc_size(self) -> int:
-        logits = self.student_logits
-        return logits.voc_size if isinstance(logits, ProjectedLogits) else logits.shape[-1]
 
     @property
     def token_mask(self) -> torch.Tensor:

@@ -13,8 +13,8 @@ projection instead, and
   (no logits tensor of all rows exists for either model, nor its gradient).
 
 The projection runs in ``weight``'s dtype, which the caller picks as the head would have run it (the autocast
-dtype under autocast): a chunk's logits are then the same numbers the head's full output holds.
-The full tensor (:meth:`full`) stays available as the reference.
+dtype under autocast): a chunk's logits are then the same numbers the head's full output holds (the models' own
+heads, ``performance.fuse_lm_head=false``, are the reference).
 """
 
 from __future__ import annotations
@@ -45,17 +45,9 @@ class ProjectedLogits:
         return cls(features, head.weight.to(dtype), bias)
 
     @property
-    def voc_size(self) -> int:
-        return self.weight.shape[0]
-
-    @property
     def dtype(self) -> torch.dtype:
         """The logits' dtype (what the head would have returned)."""
         return self.weight.dtype
-
-    @property
-    def n_rows(self) -> int:
-        return self.flat_features.shape[0]
 
     @property
     def flat_features(self) -> torch.Tensor:
@@ -72,10 +64,6 @@ class ProjectedLogits:
     def chunk(self, start: int, stop: int) -> torch.Tensor:
         """The logits of flat rows ``start:stop`` -> (stop - start, voc_size)."""
         return self.project(self.flat_features[start:stop])
-
-    def full(self) -> torch.Tensor:
-        """Every row's logits, (bs, seq_len, voc_size): the reference, what the head returns."""
-        return self.project(self.features)
 
 
 def rows_of(target: torch.Tensor | ProjectedLogits, start: int, stop: int) -> torch.Tensor:
