@@ -33,9 +33,10 @@ so a batch is reproducible from its seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 import torch
@@ -48,6 +49,20 @@ MASK, RANDOM, KEEP = 0, 1, 2  # outcome of a selected position, indices into the
 
 
 RANDOM_TOKEN_CHOICES = ("non_special", "whole_vocabulary")
+_SHARE = partial(values.number, low=0.0, high=1.0)
+# Each field's check ((the value as given, the key the user typed) -> the value) and one-line doc, beside the
+# fields whose defaults the dataclass holds: MaskingConfig.from_dict reads values with these checks, and
+# kd_plugin.config declares the masking.* block (print_config's comments, the allowed values) from them.
+FIELD_DECLARATIONS: dict[str, tuple[Callable[[Any, str], Any], str]] = {
+    "mlm_probability": (partial(_SHARE, low_open=True), "share of the maskable tokens selected as targets"),
+    "mask_fraction": (_SHARE, "share of the targets replaced by [MASK]"),
+    "random_fraction": (_SHARE, "share of the targets replaced by a random token"),
+    "keep_fraction": (_SHARE, "share of the targets left as they are"),
+    "smoothing": (partial(values.number, low=0.0), "selection weight counts ** -smoothing (0 = uniform)"),
+    "count_special_tokens": (values.flag, "True: the original code's count of maskable tokens includes [CLS]/[SEP]"),
+    "random_tokens": (partial(values.choice, choices=RANDOM_TOKEN_CHOICES),
+                      "non_special | whole_vocabulary: the original code's random replacements (may be special)"),
+}
 
 
 @dataclass(frozen=True)
@@ -69,13 +84,8 @@ class MaskingConfig:
         if unknown:
             raise ConfigError(f"{prefix}.{unknown[0]}", "unknown key", ", ".join(known))
         merged = {**{f.name: f.default for f in fields(cls)}, **settings}
-        values.number(merged["mlm_probability"], f"{prefix}.mlm_probability", 0.0, 1.0, low_open=True)
-        for name in ("mask_fraction", "random_fraction", "keep_fraction"):
-            values.number(merged[name], f"{prefix}.{name}", 0.0, 1.0)
-        values.number(merged["smoothing"], f"{prefix}.smoothing", 0.0)
-        values.flag(merged["count_special_tokens"], f"{prefix}.count_special_tokens")
-        values.choice(merged["random_tokens"], f"{prefix}.random_tokens", RANDOM_TOKEN_CHOICES)
-        return cls(**merged).validate(prefix)
+        checked = {name: check(merged[name], f"{prefix}.{name}") for name, (check, _) in FIELD_DECLARATIONS.items()}
+        return cls(**checked).validate(prefix)
 
     def validate(self, prefix: str = "masking") -> MaskingConfig:
         if not 0.0 < self.mlm_probability <= 1.0:

@@ -52,7 +52,7 @@ from kd_plugin.errors import ConfigError
 from kd_plugin.losses import LOSS_TERMS, MixtureDeclaration
 from kd_plugin.losses.mixture import check_temperature, check_weight
 from kd_plugin.losses.term import OPTIONS_KEY, WEIGHTS_KEY
-from kd_plugin.masking import MaskingConfig
+from kd_plugin.masking import FIELD_DECLARATIONS, MaskingConfig
 from kd_plugin.runtime.checkpoint_format import find_checkpoint_dir
 from kd_plugin.runtime.paths import CACHE, DS_CONFIGS
 from kd_plugin.student.architectures import STUDENT_ARCHITECTURES
@@ -329,17 +329,10 @@ LOSS = Block.from_records(
     loss_options=Setting(LOSS_OPTIONS, "per-term options, e.g. loss_options.ce.rows=masked, "
                          "loss_options.cos.layers=[[1,2]]"),
 )
-MASKING_DOCS = {  # the defaults are MaskingConfig's own (kd_plugin.masking, which also checks the values)
-    "mlm_probability": "share of the maskable tokens selected as targets",
-    "mask_fraction": "share of the targets replaced by [MASK]",
-    "random_fraction": "share of the targets replaced by a random token",
-    "keep_fraction": "share of the targets left as they are",
-    "smoothing": "selection weight counts ** -smoothing (0 = uniform)",
-    "count_special_tokens": "True: the original code's count of maskable tokens includes [CLS]/[SEP]",
-    "random_tokens": "non_special | whole_vocabulary: the original code's random replacements (may be special)",
-}
-MASKING = Block.from_records("masking", "dynamic masking of the masked-LM targets (kd_plugin.masking)",
-                             **{f.name: Setting(f.default, MASKING_DOCS[f.name]) for f in fields(MaskingConfig)})
+MASKING = Block.from_records(  # defaults, checks and docs declared with MaskingConfig (kd_plugin.masking)
+    "masking", "dynamic masking of the masked-LM targets (kd_plugin.masking)",
+    **{f.name: Setting(f.default, FIELD_DECLARATIONS[f.name][1], FIELD_DECLARATIONS[f.name][0])
+       for f in fields(MaskingConfig)})
 STUDENT = Block.of("student", "which student: its class, depth, the teacher layers it starts from", StudentSettings)
 DATA = Block.of("data", "the corpus, how it is cut into sequences, and the held-out share", DataSettings)
 PERFORMANCE = Block.of("performance", "how fast, never what is computed (see README \"Speed\")", PerformanceSettings,
