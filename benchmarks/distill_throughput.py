@@ -81,7 +81,6 @@ TRAINER = "kd_plugin trainer"  # the trainer side's name (variants add their set
 # Failures rehearsed on purpose (gpu_check.sh's KD_GPU_CHECK_INJECT passes them on), so that a CPU dry run proves
 # a GPU run keeps its numbers: late_crash = the run dies after its first precision's results are written;
 # probe_oom = the memory probe's step runs out of memory (at its second size on CUDA, its first on CPU).
-INJECTIONS = ("late_crash", "probe_oom")
 
 
 def injected(name: str) -> bool:
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"workload: {workload.description}", flush=True)
 
     path = results_path(args.out, device, workload=None if args.workload == "bert" else args.workload)
-    rows, comparisons, notes = [], [], []
+    comparisons, notes = [], []
 
     def results(complete: bool) -> dict:
         """The results file's content; written after each precision (``complete`` false until the end), so a
@@ -320,7 +319,6 @@ def main(argv: list[str] | None = None) -> dict:
                 notes=getattr(side, "notes", None),
                 phase_breakdown=phases.get(side.name),
             )
-            rows.append(row)
             comparison["sides"].append(row)
         comparisons.append(comparison)
         write_results(path, results(complete=False))  # this precision's numbers are safe from here on

@@ -38,7 +38,7 @@ from kd_plugin.data.text_checks import (
     sample_corpus,
     text_problems,
 )
-from kd_plugin.data.tokenized import build_tokenized_corpus, open_split
+from kd_plugin.data.tokenized import build_tokenized_corpus, open_cache
 from kd_plugin.errors import ConfigError
 from kd_plugin.teacher_catalogue import resolve_teacher
 from tests.distill_runner import PROJECT, check, run_distill, run_env
@@ -268,7 +268,7 @@ def test_warn_mode_distils_with_one_warning_and_records_the_measurement(tokenize
     assert checks["mode"] == "warn" and checks["measured"]["literal_special"] == {"[MASK]": n_masks}
     assert len(checks["problems"]) == 1 and checks["sample"]["documents"] == 200
     # the markup was trained on as text: no [MASK] id in the cached training sequences
-    train = open_split(Path(record["info"]["data"]["cache"]), "train")
+    train = open_cache(Path(record["info"]["data"]["cache"])).train
     assert all(tokenizer.mask_token_id not in ids for ids in train["input_ids"])
 
 

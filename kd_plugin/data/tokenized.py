@@ -26,7 +26,7 @@ Cache layout, one directory per set of arguments that change the result::
         meta.json                         the key fields, the stats and each split's Arrow files (one per
                                           tokenizing process); written last, marks the cache complete
 
-The Arrow files are opened memory-mapped (:func:`open_split`). A build happens in a ``.tokenized-<key>.tmp-*``
+The Arrow files are opened memory-mapped (:func:`open_cache`). A build happens in a ``.tokenized-<key>.tmp-*``
 sibling renamed into place at the end, so an interrupted build never leaves a half cache. In a multi-process
 job let one rank build first (the others wait for the cache, see ``kd_plugin.training.batches``).
 """
@@ -209,7 +209,8 @@ def check_room_to_tokenize(documents: Dataset, cache_root: Path) -> None:
     """Refuse, before writing anything, a corpus whose tokenization would fill the disk of ``cache_root``.
 
     The corpus is read from one Arrow copy (its conversion under ``data.cache_dir``) and tokenized once into
-    the cache, with no other copy of the text; ``datasets`` streaming (a corpus larger than the disk, read as it is trained on) is not supported.
+    the cache, with no other copy of the text; ``datasets`` streaming (a corpus larger than the disk, read as it
+    is trained on) is not supported.
     """
     table = documents.data  # the Arrow table behind the dataset (memory-mapped: nothing is read)
     text_bytes = table.nbytes * len(documents) // max(table.num_rows, 1)  # a selection (max_documents): its share
@@ -250,20 +251,24 @@ def _validate(max_seq_length: int, held_out_fraction: float, num_proc: int) -> N
         raise ConfigError("data.num_proc", f"{num_proc!r}", "an integer >= 1")
 
 
-def open_split(path: Path, split: str) -> Dataset:
-    """A split of a finished cache: its Arrow files, memory-mapped where tokenizing wrote them (one per process)."""
-    files = json.loads((path / _META).read_text())["files"][split]
+def _no_chunks() -> Dataset:
+    return Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
+
+
+def _open_chunks(path: Path, files: list[str]) -> Dataset:
+    """A split's Arrow files (one per tokenizing process), memory-mapped where tokenizing wrote them."""
     if not files:
-        return Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
+        return _no_chunks()
     parts = [Dataset.from_file(str(path / name)) for name in files]
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def _load(path: Path, from_cache: bool) -> TokenizedCorpus:
+def open_cache(path: Path, from_cache: bool = True) -> TokenizedCorpus:
+    """A finished cache directory (``<cache_dir>/tokenized-<key>``, as a run's ``info.data.cache`` names it)."""
     meta = json.loads((path / _META).read_text())
     return TokenizedCorpus(
-        train=open_split(path, "train"),
-        held_out=open_split(path, "held_out"),
+        train=_open_chunks(path, meta["files"]["train"]),
+        held_out=_open_chunks(path, meta["files"]["held_out"]),
         token_counts=torch.from_numpy(np.load(path / _COUNTS)).long(),
         stats=meta["stats"],
         cache_path=path,
@@ -298,7 +303,7 @@ def build_tokenized_corpus(
     final = cache_root / f"tokenized-{key}"
     if (final / _META).exists():
         logger.info("reusing tokenized corpus %s", final)
-        return _load(final, from_cache=True)
+        return open_cache(final, from_cache=True)
 
     cache_root.mkdir(parents=True, exist_ok=True)
     check_room_to_tokenize(dataset, cache_root)
@@ -339,7 +344,7 @@ def build_tokenized_corpus(
             indices = doc_indices[split]
             files[split] = []
             if len(indices) == 0:
-                chunks = Dataset.from_dict({name: [] for name in CHUNK_FEATURES}, features=CHUNK_FEATURES)
+                chunks = _no_chunks()
             else:
                 docs = documents.select(indices, new_fingerprint=f"{key}-{split}-docs")
                 # written where the cache keeps them (no save_to_disk copy): one Arrow file per process
@@ -382,4 +387,4 @@ def build_tokenized_corpus(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("tokenized corpus written to %s: %s", final, stats)
-    return _load(final, from_cache=False)
+    return open_cache(final, from_cache=False)
