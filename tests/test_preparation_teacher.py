@@ -24,7 +24,7 @@ from kd_plugin.data import build_tokenized_corpus, load_corpus  # noqa: E402
 from kd_plugin.errors import ConfigError  # noqa: E402
 from kd_plugin.evaluation import masked_lm_accuracy  # noqa: E402
 from kd_plugin.preparation import cache as cache_module  # noqa: E402
-from kd_plugin.preparation import catalogue_entries  # noqa: E402
+from kd_plugin.preparation import teachers as prepared_teachers  # noqa: E402
 from kd_plugin.preparation.preparation_config import PreparationConfig  # noqa: E402
 from kd_plugin.preparation.recipes import (  # noqa: E402
     CACHE_ENV,
@@ -148,8 +148,8 @@ def test_catalogue_entry_resolves_to_the_prepared_directory(prepared, monkeypatc
         calls.append(base)
         return prepared["path"]
 
-    monkeypatch.setattr(catalogue_entries, "ensure_prepared", fake_ensure)  # the name the catalogue entry calls
-    source = resolve_teacher("bert-tiny-prepared")
+    monkeypatch.setattr(prepared_teachers, "ensure_prepared", fake_ensure)  # the name the resolver calls
+    source = preparation.resolve_teacher("bert-tiny-prepared")
     assert calls == ["bert-tiny"]
     assert source.path == str(prepared["path"]) and source.has_mlm_head
     assert "->" in source.note
@@ -234,11 +234,35 @@ def test_a_causal_lm_is_not_prepared(tmp_path):
 
 
 def test_an_unknown_prepared_name_is_refused_never_taken_for_a_hub_id():
-    from kd_plugin.teacher_catalogue import resolve_teacher
+    for resolve in (resolve_teacher, preparation.resolve_teacher):  # the catalogue's and the preparing one
+        with pytest.raises(ConfigError, match=r"teacher: 'bert-small-prepared' is not a prepared teacher of the "
+                                              r"catalogue; allowed: bert-tiny-prepared, minilm-l6-prepared"):
+            resolve("bert-small-prepared")
 
-    with pytest.raises(ConfigError, match=r"teacher: 'bert-small-prepared' is not a prepared teacher of the "
-                                          r"catalogue; allowed: .*bert-tiny-prepared"):
-        resolve_teacher("bert-small-prepared")
+
+def test_the_catalogue_alone_never_prepares_and_says_which_function_does():
+    with pytest.raises(ValueError, match=r"'bert-tiny-prepared' is prepared before use .*kd_plugin\.preparation"
+                                         r"\.resolve_teacher"):
+        resolve_teacher("bert-tiny-prepared")
+
+
+def test_teacher_names_are_known_without_import_side_effects():
+    """The prepared names, their architecture and provenance are the catalogue's data: known before (and without)
+    any preparation module is imported, and importing the layers that load teachers registers nothing."""
+    code = """
+import sys
+from kd_plugin.teacher_catalogue import TEACHERS, architecture_source, catalogue_names, provenance_of
+before = (list(TEACHERS.names()), catalogue_names())
+assert "bert-tiny-prepared" in catalogue_names() and "minilm-l6-prepared" in catalogue_names()
+assert architecture_source("bert-tiny-prepared").path == architecture_source("bert-tiny").path
+assert "then trained further" in provenance_of("minilm-l6-prepared").upstream
+assert not any(m.startswith("kd_plugin.preparation") for m in sys.modules), "the catalogue imported preparation"
+import kd_plugin.training.models, kd_plugin.training.teacher_checks, kd_plugin.downstream.model_loading
+assert (list(TEACHERS.names()), catalogue_names()) == before, "an import registered teachers"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

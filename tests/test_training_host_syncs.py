@@ -24,7 +24,6 @@ import torch
 from deepspeed.accelerator import get_accelerator
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kd_plugin.preparation  # noqa: F401  (the catalogue's prepared entries, as the experiments have them)
 from kd_plugin.config import DistillConfig, distill_defaults
 from kd_plugin.training.distillation_module import DistillationModule
 from kd_plugin.training.trainer import DistillationTrainer

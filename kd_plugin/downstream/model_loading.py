@@ -31,12 +31,12 @@ from transformers import (
     PreTrainedModel,
 )
 
-import kd_plugin.preparation  # noqa: F401  (registers bert-tiny-prepared / minilm-l6-prepared in the catalogue)
 from kd_plugin.errors import ConfigError
-from kd_plugin.teacher_catalogue import TEACHERS, TeacherSource, resolve_teacher
+from kd_plugin.preparation import resolve_teacher
+from kd_plugin.teacher_catalogue import TeacherSource, catalogue_names, is_catalogue_name
 from kd_plugin.training.divergence import check_finite_weights
 
-ALLOWED_MODELS = f"{', '.join(TEACHERS.names())}, a transformers model directory, or a hub id when online"
+ALLOWED_MODELS = f"{', '.join(catalogue_names())}, a transformers model directory, or a hub id when online"
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def check_saved_weights(name_or_path: str, key: str = "model") -> None:
     Reads the weight files tensor by tensor, without building a model (a catalogue name or hub id has no local
     files here: its weights are checked when loaded). The fine-tuning experiment calls it in its config hook."""
     directory = Path(name_or_path).expanduser()
-    if name_or_path in TEACHERS or not directory.is_dir():
+    if is_catalogue_name(name_or_path) or not directory.is_dir():
         return
     for path in weight_files(directory):
         if path.suffix == ".safetensors":

@@ -1,9 +1,8 @@
 """Teacher preparation: recipes and cache keys (``recipes``), the experiment's config parsed once
-(``preparation_config``), the prepare-once cache (``cache``), the catalogue entries of the prepared teachers
-(``catalogue_entries``, registered on import), and the masked-LM fit itself (``mlm_training``, imported by
+(``preparation_config``), the prepare-once cache (``cache``), every teacher name resolved, the prepared ones
+included (``teachers``), and the masked-LM fit itself (``mlm_training``, imported by
 experiments/prepare_teacher.py)."""
 
-from kd_plugin.preparation import catalogue_entries  # noqa: F401  (registers bert-tiny-prepared, minilm-l6-prepared)
 from kd_plugin.preparation.cache import ensure_prepared, locate, read_record
 from kd_plugin.preparation.preparation_config import PreparationConfig
 from kd_plugin.preparation.recipes import (
@@ -14,6 +13,7 @@ from kd_plugin.preparation.recipes import (
     default_cache_root,
     recipe_for,
 )
+from kd_plugin.preparation.teachers import resolve_teacher
 
 __all__ = [
     "BASE_RECIPE",
@@ -26,4 +26,5 @@ __all__ = [
     "locate",
     "read_record",
     "recipe_for",
+    "resolve_teacher",
 ]

@@ -32,6 +32,7 @@ from kd_plugin.config.distill import DATA, MASKING
 from kd_plugin.config.optim import OPTIM, clipping_norm_above_zero
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.paths import TEACHER_CACHE_ENV, teacher_cache_root
+from kd_plugin.teacher_catalogue import PREPARED
 
 CACHE_ENV = TEACHER_CACHE_ENV  # overrides <project>/.cache/teachers (tests use a temporary directory)
 RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
@@ -95,8 +96,7 @@ SMOKE: dict[str, Any] = {
     "lr": 1e-3,
 }
 
-# catalogue name of the prepared teacher -> base teacher
-PREPARED_TEACHERS = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}
+PREPARED_TEACHERS = PREPARED  # catalogue name of the prepared teacher -> base teacher (declared by the catalogue)
 
 
 def deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

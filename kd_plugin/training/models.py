@@ -14,17 +14,17 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in the catalogue)
 from kd_plugin.config import DistillConfig
 from kd_plugin.data.padding import set_pad_token
 from kd_plugin.families import family_of, n_layers_of
 from kd_plugin.families.family import freeze_position_embeddings
 from kd_plugin.losses import LOSS_TERMS, LossMixture, ModelDims
 from kd_plugin.objectives import OBJECTIVES, Objective
+from kd_plugin.preparation import resolve_teacher
 from kd_plugin.student import ModelRequirements, StudentSummary, build_student
 from kd_plugin.student.dropout import set_dropout
 from kd_plugin.student.requirements import apply_to_student
-from kd_plugin.teacher_catalogue import TeacherSource, load_teacher, resolve_teacher
+from kd_plugin.teacher_catalogue import TeacherSource, load_teacher
 from kd_plugin.training.distillation_module import DistillationModule, freeze_teacher
 from kd_plugin.training.divergence import check_finite_weights
 from kd_plugin.training.phase_timer import PhaseTimer

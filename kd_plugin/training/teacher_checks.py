@@ -15,7 +15,6 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
-import kd_plugin.preparation  # noqa: F401  (registers the prepared teachers in the catalogue)
 from kd_plugin.config import DistillConfig
 from kd_plugin.data.padding import check_pad_token
 from kd_plugin.errors import ConfigError
@@ -26,7 +25,7 @@ from kd_plugin.preparation.recipes import CACHE_ENV, PREPARED_TEACHERS, default_
 from kd_plugin.runtime.writable import check_writable_dir
 from kd_plugin.student.architectures import check_architecture
 from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
-from kd_plugin.teacher_catalogue import TEACHERS, architecture_source
+from kd_plugin.teacher_catalogue import architecture_source, is_catalogue_name
 
 
 def teacher_architecture(name: str) -> PretrainedConfig | None:
@@ -34,7 +33,7 @@ def teacher_architecture(name: str) -> PretrainedConfig | None:
     source = architecture_source(name)
     if source.is_random:
         return source.random_architecture()
-    if name in TEACHERS or Path(source.path).expanduser().is_dir():
+    if is_catalogue_name(name) or Path(source.path).expanduser().is_dir():
         try:
             return AutoConfig.from_pretrained(source.path)
         except (OSError, ValueError) as err:
@@ -52,7 +51,7 @@ def check_teacher_directory(name: str, teacher: PretrainedConfig) -> None:
     family_of(teacher)  # a model type without an adapter: one error naming the supported families
     source = architecture_source(name)
     directory = Path(source.path).expanduser()
-    if name not in TEACHERS and directory.is_dir() and not any((directory / f).is_file() for f in WEIGHT_FILES):
+    if not is_catalogue_name(name) and directory.is_dir() and not any((directory / f).is_file() for f in WEIGHT_FILES):
         raise ConfigError("teacher", f"{str(directory)!r} has a config.json but no weights",
                           f"a model directory with one of {', '.join(WEIGHT_FILES)}")
 
