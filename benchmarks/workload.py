@@ -42,6 +42,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from kd_plugin.config import distill_defaults
 from kd_plugin.data import build_tokenized_corpus, load_corpus
 from kd_plugin.student import build_student
 from kd_plugin.teacher_catalogue import load_teacher, resolve_teacher
@@ -54,7 +55,7 @@ GPT2_SIZES = {  # per device type
 }
 WORKLOADS = ("bert", "gpt2")
 OBJECTIVES = {"bert": "masked_lm", "gpt2": "causal_lm"}
-HELD_OUT_FRACTION = 0.02  # experiments/distill.py's default: both sides train on the same split
+HELD_OUT_FRACTION = distill_defaults()["data"]["held_out_fraction"]  # the declared default: both sides, one split
 
 
 @dataclass
