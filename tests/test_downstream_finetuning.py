@@ -21,7 +21,8 @@ POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
 FILLER = ["the", "film", "was", "really", "quite", "a", "story", "and", "acting", "plot", "it", "very"]
 SETTINGS = FinetuneSettings(max_seq_length=16, batch_size=16, eval_batch_size=64, lr=2e-3, epochs=4, seed=0,
-                            warmup_proportion=0.1, log_every=5)
+                            warmup_proportion=0.1, log_every=5, weight_decay=0.01, max_grad_norm=1.0,
+                            progress_bar=False)
 
 
 def synthetic(n: int, seed: int) -> Dataset:
@@ -51,7 +52,7 @@ def _model(seed: int = 0):
     return load_classifier(resolve_model("random-tiny"), ["negative", "positive"], seed)
 
 
-def test_fine_tuning_a_tiny_model_beats_chance_clearly():
+def test_fine_tuning_a_tiny_model_beats_chance_clearly(capsys):
     loaded = _model()
     train_set, test_set = encode(synthetic(320, 1), loaded, 16), encode(synthetic(200, 2), loaded, 16)
     before = evaluate(loaded, test_set, 64)
@@ -62,6 +63,12 @@ def test_fine_tuning_a_tiny_model_beats_chance_clearly():
     assert summary["steps"] == 4 * 20 and len(summary["validation_accuracy_per_epoch"]) == 4
     names = {name for name, _, _ in logged}
     assert {"syn/train_loss", "syn/validation_accuracy"} <= names
+    # progress_bar=False: within each epoch of 20 steps a plain line at every second step, then the epoch's line
+    lines = capsys.readouterr().out.splitlines()
+    within = [line.split(" (")[0].strip() for line in lines if " step " in line]
+    assert within == [f"syn/epoch {e}/4 step {s}/20" for e in range(1, 5) for s in range(2, 21, 2)]
+    assert [line.split(":")[0].strip() for line in lines if " step " not in line] == [
+        f"syn/epoch {e}/4" for e in range(1, 5)]
 
 
 def test_distillation_during_fine_tuning_uses_the_teacher_logits():

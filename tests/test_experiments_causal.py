@@ -35,7 +35,23 @@ def causal_run(tmp_path_factory, database):
     check(proc)
     runs = pymongo.MongoClient(database[0])[database[1]]["runs"]
     (record,) = list(runs.find({"experiment.name": "distill"}))
+    causal_run_output[:] = [proc.stdout]
     return out, record
+
+
+causal_run_output: list[str] = []  # the run's stdout, for the progress test
+
+
+def test_the_held_out_evaluation_shows_its_progress_in_plain_lines(causal_run):
+    """progress_bar=False: each model's held-out batches (16 sequences each) as plain lines, one at each tenth."""
+    _, record = causal_run
+    for role in ("teacher", "student"):
+        batches = -(-record["result"]["held_out_clm"][role]["n_sequences"] // 16)
+        lines = [line for line in causal_run_output[0].splitlines()
+                 if line.startswith(f"held-out next-token accuracy of the {role} batch ")]
+        done = [int(line.split(" batch ")[1].split("/")[0]) for line in lines]
+        assert done == sorted({-(-batches * k // 10) for k in range(1, 11)}), lines
+        assert lines[-1].startswith(f"held-out next-token accuracy of the {role} batch {batches}/{batches} (100 %)")
 
 
 def test_a_causal_run_is_recorded_with_its_family_objective_and_next_token_scores(causal_run):

@@ -103,3 +103,22 @@ def test_every_shipped_deepspeed_config_trains_the_same_student(tmp_path, db):
     for name in ("zero1", "zero3", "zero2_offload"):
         assert curves[name] == pytest.approx(curves["zero2"], rel=1e-5), name
     assert curves["bf16"] == pytest.approx(curves["zero2"], rel=2e-2)
+
+
+def test_tokenizing_shows_a_bar_on_a_terminal_and_a_start_line_in_a_log(tmp_path, db):
+    """A corpus not cached yet: with the progress bar, datasets' bars for cleaning and each split's tokenizing;
+    without (a log file), no carriage-return bars but one line saying how many documents are tokenized where."""
+    stderr = {}
+    for bar in (True, False):
+        out, cache = tmp_path / f"out-{bar}", tmp_path / f"cache-{bar}"
+        proc = run_distill(["smoke", f"progress_bar={bar}", "max_steps=1", "eval_max_sequences=0",
+                            f"data.cache_dir={cache}", f"output_dir={out}"], run_env(*db))
+        check(proc)
+        stderr[bar] = proc.stderr
+    runs = pymongo.MongoClient(db[0])[db[1]]["runs"]
+    for bar, text in stderr.items():
+        record = runs.find_one({"config.progress_bar": bar})
+        docs_in, cache = record["info"]["data"]["docs_in"], record["info"]["data"]["cache"]
+        assert f"tokenizing {docs_in} documents into {cache} (1 process(es))" in text
+    for bar_name in ("cleaning:", "tokenizing train:", "tokenizing held_out:"):
+        assert bar_name in stderr[True] and bar_name not in stderr[False]

@@ -120,7 +120,8 @@ def test_the_default_config_parses_into_typed_frozen_blocks(default_config):
     assert config.training.learning_rates == (3e-4,)
     assert config.training.at(3e-4) == FinetuneSettings(max_seq_length=128, batch_size=32, eval_batch_size=128,
                                                         lr=3e-4, weight_decay=0.01, warmup_proportion=0.1,
-                                                        max_grad_norm=1.0, epochs=3, seed=42, log_every=50)
+                                                        max_grad_norm=1.0, epochs=3, seed=42, log_every=50,
+                                                        progress_bar=True)
     assert not config.distillation.enabled and config.distillation.loss().alpha_task == 1.0  # labels only
     assert config.size_speed.enabled and config.size_speed.speed == SpeedSettings(32, 128, 5, 2)
     assert (config.threads, config.save_models, config.output_dir) == (None, False, None)

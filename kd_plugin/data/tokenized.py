@@ -307,6 +307,8 @@ def build_tokenized_corpus(
 
     cache_root.mkdir(parents=True, exist_ok=True)
     check_room_to_tokenize(dataset, cache_root)
+    logger.info("tokenizing %d documents into %s (%d process(es)): cleaning, then each split", len(dataset), final,
+                num_proc)
     tmp = cache_root / f".tokenized-{key}.tmp-{uuid.uuid4().hex[:8]}"
     work = tmp / "work"  # intermediate Arrow files, deleted before the rename
     work.mkdir(parents=True)

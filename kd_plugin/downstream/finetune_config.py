@@ -15,7 +15,7 @@ Blocks and the user's keys::
     tasks                                            tuple of task names   (kd_plugin.downstream.tasks)
     split_seed, max_train_examples, max_eval_examples SplitSettings
     seed, max_seq_length, batch_size, eval_batch_size, lr (one value or a grid), weight_decay,
-    warmup_proportion, max_grad_norm, epochs, log_every
+    warmup_proportion, max_grad_norm, epochs, log_every, progress_bar
                                                      TrainingSettings -> FinetuneSettings per learning rate
     distillation.*                                   DistillationSettings  -> FinetuneLoss
     size_speed.*                                     SizeSpeedSettings     -> SpeedSettings
@@ -111,6 +111,8 @@ class TrainingSettings:
     epochs: int = setting(3, "passes over each task's training examples", values.integer)
     log_every: int = setting(50, "optimizer steps between logged training-loss points", values.integer,
                              bookkeeping=True)
+    progress_bar: bool = setting(True, "within each epoch a tqdm bar; False: a plain line per tenth of an epoch "
+                                 "(for log files)", values.flag, bookkeeping=True)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TrainingSettings:
@@ -123,7 +125,8 @@ class TrainingSettings:
         return FinetuneSettings(max_seq_length=self.max_seq_length, batch_size=self.batch_size,
                                 eval_batch_size=self.eval_batch_size, lr=lr, weight_decay=self.weight_decay,
                                 warmup_proportion=self.warmup_proportion, max_grad_norm=self.max_grad_norm,
-                                epochs=self.epochs, seed=self.seed, log_every=self.log_every)
+                                epochs=self.epochs, seed=self.seed, log_every=self.log_every,
+                                progress_bar=self.progress_bar)
 
 
 def _teacher_model(value: Any, key: str) -> str | Mapping[str, str] | None:

@@ -22,22 +22,27 @@ from kd_plugin.downstream.distill_loss import FinetuneLoss
 from kd_plugin.downstream.metrics import accuracy
 from kd_plugin.downstream.model_loading import LoadedModel
 from kd_plugin.optimization import linear_warmup_decay, parameter_groups
+from kd_plugin.runtime.progress import track
 
 LogFn = Callable[[str, float, int], None]  # (metric name, value, step), e.g. Sacred's _run.log_scalar
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneSettings:
-    max_seq_length: int = 128
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_proportion: float = 0.1
-    max_grad_norm: float = 1.0
-    epochs: int = 3
-    seed: int = 42
-    log_every: int = 50  # optimizer steps between logged training-loss points
+    """One fine-tuning's settings, each declared (default, doc, check) once in
+    :class:`kd_plugin.downstream.finetune_config.TrainingSettings`, whose ``at(lr)`` makes them."""
+
+    max_seq_length: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_proportion: float
+    max_grad_norm: float
+    epochs: int
+    seed: int
+    log_every: int  # optimizer steps between logged training-loss points
+    progress_bar: bool  # within each epoch: a tqdm bar, or a plain line per tenth (False)
 
 
 @dataclass
@@ -121,7 +126,8 @@ def train(
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(len(train_data), generator=generator).tolist()
-        for b in range(steps_per_epoch):
+        for b in track(range(steps_per_epoch), steps_per_epoch, f"  {prefix}epoch {epoch + 1}/{settings.epochs}",
+                       settings.progress_bar, unit="step"):
             rows = order[b * settings.batch_size:(b + 1) * settings.batch_size]
             logits = model(**collate(train_data, rows, pad_id)).logits  # (bs, n_labels)
             t_logits = teacher_logits[rows] if loss_fn.uses_teacher else None  # (bs, n_labels)

@@ -18,6 +18,7 @@ projection); any other masked-LM goes through its ``forward`` and the full ``log
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -29,6 +30,7 @@ from datasets import Dataset
 from kd_plugin.data.batching import collate_batch
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import IGNORE_INDEX, DynamicMasker, MaskingConfig
+from kd_plugin.runtime.progress import track
 
 
 def sequence_generator(seed: int, index: int) -> torch.Generator:
@@ -88,6 +90,8 @@ def masked_lm_accuracy(
     seed: int = 0,
     mlm_probability: float = 0.15,
     masking: MaskingConfig | None = None,
+    progress: bool | None = None,
+    desc: str = "held-out",
 ) -> dict[str, float | int]:
     """Masked-token top-1 accuracy and cross-entropy of a masked-LM on ``tokenized_split``.
 
@@ -95,6 +99,7 @@ def masked_lm_accuracy(
     ``max_sequences`` rows are used (all when None). ``masking`` sets the 80/10/10 fractions (its
     ``mlm_probability`` is replaced by the argument and ``smoothing`` is ignored: selection is uniform).
     Returns ``{"accuracy", "loss", "n_masked", "n_sequences"}``; the model's train/eval mode is restored.
+    ``progress``: a bar, plain lines or nothing over the batches (:func:`kd_plugin.runtime.progress.track`).
     """
     if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
         raise ConfigError("eval.max_sequences", f"got {max_sequences!r}", "an integer >= 1 or null (all)")
@@ -119,7 +124,7 @@ def masked_lm_accuracy(
     model.eval()
     correct, n_masked, loss_sum = 0, 0, 0.0
     try:
-        for begin in range(0, n, batch_size):
+        for begin in track(range(0, n, batch_size), math.ceil(n / batch_size), desc, progress):
             end = min(begin + batch_size, n)
             rows = tokenized_split[begin:end]["input_ids"]
             masked, labels = fixed_masks(rows, masker, seed, first_index=begin)

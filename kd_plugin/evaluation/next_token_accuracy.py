@@ -24,12 +24,15 @@ from kd_plugin.data.batching import collate_batch
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import IGNORE_INDEX
 from kd_plugin.objectives import next_token_labels
+from kd_plugin.runtime.progress import track
 
 
 @torch.no_grad()
 def next_token_accuracy(model: torch.nn.Module, tokenized_split: Dataset, tokenizer,
-                        max_sequences: int | None = None, batch_size: int = 16) -> dict[str, float | int]:
-    """``{"accuracy", "loss", "perplexity", "n_targets", "n_sequences"}``; the model's mode is restored."""
+                        max_sequences: int | None = None, batch_size: int = 16, progress: bool | None = None,
+                        desc: str = "held-out") -> dict[str, float | int]:
+    """``{"accuracy", "loss", "perplexity", "n_targets", "n_sequences"}``; the model's mode is restored.
+    ``progress``: a bar, plain lines or nothing over the batches (:func:`kd_plugin.runtime.progress.track`)."""
     if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
         raise ConfigError("eval.max_sequences", f"got {max_sequences!r}", "an integer >= 1 or null (all)")
     n = len(tokenized_split) if max_sequences is None else min(max_sequences, len(tokenized_split))
@@ -40,7 +43,7 @@ def next_token_accuracy(model: torch.nn.Module, tokenized_split: Dataset, tokeni
     model.eval()
     correct, n_targets, loss_sum = 0, 0, 0.0
     try:
-        for begin in range(0, n, batch_size):
+        for begin in track(range(0, n, batch_size), math.ceil(n / batch_size), desc, progress):
             rows = tokenized_split[begin:min(begin + batch_size, n)]["input_ids"]
             batch = collate_batch([{"input_ids": r} for r in rows], tokenizer.pad_token_id)
             input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]  # (bs, max_len) each

@@ -209,7 +209,8 @@ def prepare_teacher(config: PreparationConfig, log_scalar: LogScalar | None = No
     def evaluate(moment: str, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         result = masked_lm_accuracy(model, tokenized.held_out, tokenizer, max_sequences=evaluation.max_sequences,
-                                    batch_size=evaluation.batch_size, seed=evaluation.seed)
+                                    batch_size=evaluation.batch_size, seed=evaluation.seed,
+                                    progress=config.progress_bar, desc=f"held-out accuracy {moment}")
         result["wall_seconds"] = time.perf_counter() - t0
         say(f"held-out masked-token accuracy {moment}: {100 * result['accuracy']:.2f}% "
             f"(loss {result['loss']:.3f}, {result['n_masked']} masked tokens in {result['n_sequences']} sequences)")

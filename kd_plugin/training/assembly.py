@@ -75,7 +75,10 @@ def assemble(config: DistillConfig, launch: LaunchInfo, plan: BatchPlan, info: d
              database: str | None = None) -> Assembly:
     import datasets
 
-    datasets.disable_progress_bars()  # the run's info holds the corpus statistics instead
+    if launch.is_main and config.run.progress_bar:  # cleaning and tokenizing an uncached corpus can take minutes
+        datasets.enable_progress_bars()
+    else:  # other ranks, and log files: a start line and the statistics at the end (kd_plugin.data.tokenized)
+        datasets.disable_progress_bars()
     seed_everything(config.seed)
     init_distributed(launch.world_size, launch.launched)
     info["ranks"] = distributed.gather(describe_process(launch))  # every process: node rank, host

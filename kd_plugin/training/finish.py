@@ -30,15 +30,16 @@ class StudentExportError(OSError):
 
 def export_and_evaluate(checkpoint_dir: Path, tag: str, models, held_out_split, card: StudentCard,
                         student_dir: Path, max_sequences: int | None, seed: int, step: int, tokens_seen: int,
-                        log_scalar: LogScalar | None) -> dict[str, Any]:
-    """Export the student of checkpoint ``tag``, score teacher and student, write the card; the scores."""
+                        log_scalar: LogScalar | None, progress: bool | None = None) -> dict[str, Any]:
+    """Export the student of checkpoint ``tag``, score teacher and student (``progress``: a bar, plain lines or
+    nothing over the held-out batches), write the card; the scores."""
     student = student_from_checkpoint(checkpoint_dir, tag, models.module.student.config)
     try:
         with staged_folder(student_dir) as staging:
             save_student(student, models.tokenizer, staging)
             held_out = held_out_accuracy({"teacher": models.teacher, "student": student}, held_out_split,
                                          models.tokenizer, max_sequences, seed, step, log_scalar,
-                                         objective=models.objective.name)
+                                         objective=models.objective.name, progress=progress)
             write_model_card(staging, replace(card, steps=step, tokens_seen=tokens_seen, checkpoint=tag,
                                               held_out=held_out or None))
     except Exception as err:  # safetensors reports a full disk as its own SafetensorError

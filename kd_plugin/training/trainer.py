@@ -203,7 +203,8 @@ class DistillationTrainer:
             held_out = export_and_evaluate(
                 self.checkpoint_dir, STEP_TAG.format(self.state.step), self.models,
                 self.data.corpus.held_out, self.card, student_dir, self.config.run.eval_max_sequences,
-                self.config.seed, self.state.step, self.state.tokens_seen, self.log_scalar)
+                self.config.seed, self.state.step, self.state.tokens_seen, self.log_scalar,
+                progress=self.config.run.progress_bar)
         distributed.barrier()
         if self.config.performance.profile_phases:
             self.info["phase_breakdown"] = self.timer.breakdown()
