@@ -11,7 +11,8 @@ Columns (index ``run_id``, the Sacred ``_id``):
   ``bert``/``masked_lm``, ``gpt2``/``causal_lm``, ...; NA for runs that built no student), ``variant`` (the paper
   ablation variant, :func:`kd_plugin.ablation.variant_of` from
   the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
-  ``host`` (hostname), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
+  ``host`` (hostname), ``code_commit`` and ``code_dirty`` (the git commit of the code that ran, and whether
+  tracked files differed from it; NA for runs that record none), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
   ``none``; NA for runs that record no launch), ``deepspeed_settings`` (a digest of the DeepSpeed config the engine
   got, its monitor blocks left out: two checkouts' copies of one JSON file give the same digest, where the
   ``deepspeed_config`` column holds each one's path; NA for runs that built no engine), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
@@ -65,7 +66,8 @@ from kd_plugin.tracking.run_tags import parse_tags
 from kd_plugin.training.ds_config import MONITOR_PACKAGES
 
 META_COLUMNS = [
-    "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "world_size",
+    "experiment", "status", "died", "family", "objective", "variant", "sweep", "comment", "host", "code_commit",
+    "code_dirty", "world_size",
     "launcher", "deepspeed_settings", "start_time", "stop_time", "duration_s",
     RESUMED_FROM_RUN, RESUMED_BY_RUN,
 ]
@@ -73,7 +75,7 @@ DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
     "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "info.engine.world_size": 1,
-    "info.ranks": 1, "info.deepspeed_config": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "info.ranks": 1, "info.deepspeed_config": 1, "info.code": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 
@@ -116,6 +118,8 @@ def _row(doc: dict[str, Any], now) -> dict[str, Any]:
         "sweep": tags.get("sweep"),
         "comment": comment,
         "host": (doc.get("host") or {}).get("hostname"),
+        "code_commit": (info.get("code") or {}).get("commit"),
+        "code_dirty": (info.get("code") or {}).get("dirty"),
         "world_size": (info.get("engine") or {}).get("world_size"),
         "launcher": ((info.get("ranks") or [{}])[0] or {}).get("launcher"),
         "deepspeed_settings": deepspeed_digest(info.get("deepspeed_config")),

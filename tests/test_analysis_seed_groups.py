@@ -83,3 +83,15 @@ def test_the_deepspeed_config_is_compared_by_content_not_by_path(database):  # n
                info={"deepspeed_config": dict(zero2, zero_optimization={"stage": 3})})
     with pytest.raises(ValueError, match=r"full: deepspeed_settings \['[0-9a-f]{12}', '[0-9a-f]{12}'\]"):
         ablation_table(load_runs(db=database), "variant", "final.loss")
+
+
+def test_the_code_commit_is_a_column_but_not_a_setting(database):  # noqa: F811
+    """Which commit ran is shown per run (and NA where none was recorded), but a rerun after a commit that
+    changed nothing trained is still a seed of the same setting."""
+    insert_run(database, 1, {"seed": 1}, metrics=LOSS, info={"code": {"commit": "a" * 40, "dirty": False}})
+    insert_run(database, 2, {"seed": 2}, metrics=LOSS, info={"code": {"commit": "b" * 40, "dirty": True}})
+    insert_run(database, 3, {"seed": 3}, metrics=LOSS)
+    runs = load_runs(db=database)
+    assert runs["code_commit"].tolist()[:2] == ["a" * 40, "b" * 40] and runs["code_dirty"].tolist()[:2] == [False, True]
+    assert runs["code_commit"].isna().tolist()[2]
+    assert ablation_table(runs, "variant", "final.loss")[["n_seeds", "n_runs"]].values.tolist() == [[3, 3]]

@@ -42,6 +42,18 @@ def causal_run(tmp_path_factory, database):
 causal_run_output: list[str] = []  # the run's stdout, for the progress test
 
 
+def test_the_record_names_the_commit_of_the_code_that_ran(causal_run):
+    _, record = causal_run
+    code = record["info"]["code"]
+    if not (PROJECT / ".git").exists():  # a copy that is not a git checkout claims no commit
+        assert code["commit"] is None and code["dirty"] is None
+        return
+    git = [["git", "rev-parse", "HEAD"], ["git", "status", "--porcelain", "--untracked-files=no"]]
+    head, changed = (subprocess.run(c, cwd=PROJECT, capture_output=True, text=True, check=True).stdout.strip()
+                     for c in git)
+    assert code == {"commit": head, "dirty": bool(changed), "path": str(PROJECT)}
+
+
 def test_the_held_out_evaluation_shows_its_progress_in_plain_lines(causal_run):
     """progress_bar=False: each model's held-out batches (16 sequences each) as plain lines, one at each tenth."""
     _, record = causal_run

@@ -11,6 +11,7 @@ from sacred import SETTINGS, Experiment
 
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.launch import LaunchInfo
+from kd_plugin.tracking.code_version import code_version
 from kd_plugin.tracking.observers import install_tracking
 from kd_plugin.tracking.output_budget import filter_captured_output
 
@@ -25,10 +26,17 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
     * a ``tracking`` config block (``tracking.mongo_url``, ``tracking.db_name``) and the hooks that give each
       run of rank 0 its observer, by the rule of :func:`kd_plugin.tracking.locations.resolve_database`:
       Sacred's ``-m``, else ``KD_MONGO_URL``, else the config, else the embedded SecantusDB server (started if
-      needed), else files (see kd_plugin/tracking/README.md).
+      needed), else files (see kd_plugin/tracking/README.md);
+    * ``info.code``: the commit the run's code came from and whether tracked files differed from it
+      (:mod:`kd_plugin.tracking.code_version`).
     """
     ex.captured_out_filter = filter_captured_output
     install_tracking(ex, launch)
+
+    def record_code_version(_run) -> None:
+        _run.info["code"] = code_version()
+
+    ex.pre_run_hook(record_code_version)
 
 
 EXIT_RECORD_LOST = 1  # the run finished, but its record reached neither the database nor the journal
