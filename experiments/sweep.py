@@ -283,8 +283,11 @@ def build_jobs(args: argparse.Namespace, log_dir: Path) -> list[Job]:
             cmd = [sys.executable, str(args.script), *args.sacred_args, "-c", comment, "with", *updates]
             finetune = None
             if args.finetune:
+                # its output goes to a log file: plain progress lines, unless the user asks for the bar
+                plain = [] if any(u.partition("=")[0].strip() == "progress_bar" for u in args.finetune_update) \
+                    else ["progress_bar=False"]
                 finetune = [sys.executable, str(args.finetune_script), "-c", comment, "with",
-                            *args.finetune_update, f"seed={seed}"]
+                            *plain, *args.finetune_update, f"seed={seed}"]
             jobs.append(Job(variant, seed, cmd, log_dir / f"{variant}-seed{seed}.log", finetune_cmd=finetune,
                             output_dir=output_dir))
     return jobs

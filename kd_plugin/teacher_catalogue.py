@@ -103,7 +103,7 @@ def _smollm2() -> TeacherSource:
 # (kd_plugin.preparation trains, caches and resolves them: kd_plugin.preparation.resolve_teacher). Declared here,
 # as data, so that every module knows these names and their architecture without importing the preparation.
 PREPARED: dict[str, str] = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}  # name -> base
-ARCHITECTURE_OF: dict[str, str] = dict(PREPARED)  # checks that need only the architecture read the base's
+ARCHITECTURE_OF = PREPARED  # checks that need only the architecture read the base's (the same dict)
 
 
 def catalogue_names() -> list[str]:

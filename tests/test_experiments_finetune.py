@@ -245,8 +245,9 @@ def test_run_linked_to_a_saved_distill_run_takes_its_student_and_is_saved(tmp_pa
 def test_a_prepared_teacher_resolves_by_its_catalogue_name_in_the_downstream_code(tmp_path):
     """``finetune.py with model=bert-tiny-prepared`` (the ablation's teacher reference) and the size/speed
     reference of a student distilled from a prepared teacher go through ``resolve_model``. In a fresh process
-    the downstream package itself must register the prepared teachers (before, only the distillation code did,
-    and the name fell through to the hub: "couldn't connect to huggingface.co")."""
+    the downstream package resolves the prepared names itself (``kd_plugin.preparation.resolve_teacher``; once
+    only the distillation code knew them, and the name fell through to the hub: "couldn't connect to
+    huggingface.co")."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from kd_plugin.preparation import locate

@@ -148,6 +148,7 @@ def test_finetune_follows_each_successful_run_linked_by_its_run_id(tmp_path):
         assert run_id in ok_runs
         seed = next(a for a in distilled[run_id] if a.startswith("seed="))
         assert seed in args and "threads=1" in args
+        assert "progress_bar=False" in args  # its output goes to a log file: plain lines, not a bar
         assert args[0] == "-c" and args[1].endswith(" variant=full")  # the run's own sweep tags
     assert "1 fine-tunings failed" not in proc.stdout and "2 fine-tunings failed or did not run" in proc.stdout
 
