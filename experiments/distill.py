@@ -12,10 +12,7 @@ Invalid values stop the run before any compute with ``<key>: <problem>; allowed:
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
-
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # sacred 0.8.7 imports it
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 

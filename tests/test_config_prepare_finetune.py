@@ -161,6 +161,7 @@ def test_finetune_refuses_a_bad_value_on_the_command_line(tmp_path, mongo_url):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("configuration error:")]
     assert errors == ["configuration error: size_speed.warmup: -1 is out of range; allowed: an integer >= 0"]
     assert not out.exists()
+    assert "pkg_resources is deprecated" not in proc.stderr  # the experiments' one start-up quiets Sacred's import
 
 
 def test_prepare_teacher_refuses_a_bad_value_and_print_config_shows_the_docs(tmp_path, mongo_url):
@@ -172,6 +173,7 @@ def test_prepare_teacher_refuses_a_bad_value_and_print_config_shows_the_docs(tmp
     errors = [line for line in proc.stderr.splitlines() if line.startswith("configuration error:")]
     assert errors == ["configuration error: evaluation.batch_size: 0 is out of range; allowed: an integer >= 1"]
     assert not (tmp_path / "teachers").exists()
+    assert "pkg_resources is deprecated" not in proc.stderr
     printed = subprocess.run([sys.executable, script, "print_config", "with", "teacher=minilm-l6"], env=env,
                              cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert printed.returncode == 0, printed.stderr[-2000:]

@@ -92,9 +92,14 @@ def ensure_launch_env() -> LaunchInfo:
 
 
 def start_experiment_process() -> LaunchInfo:
-    """What every experiment script does first, before Sacred reads the command line: drop the deepspeed
-    launcher's ``--local_rank=N`` argument (exported as ``LOCAL_RANK``), then fill in a one-process world when no
-    launcher did. A launch variable that is no integer (``RANK=x``) is one configuration error line, exit 2."""
+    """What every experiment script does first, before Sacred is imported and reads the command line: quiet
+    Sacred's import-time warning, drop the deepspeed launcher's ``--local_rank=N`` argument (exported as
+    ``LOCAL_RANK``), then fill in a one-process world when no launcher did. A launch variable that is no integer
+    (``RANK=x``) is one configuration error line, exit 2."""
+    import warnings
+
+    # sacred 0.8.7 imports pkg_resources (setuptools < 81 pinned); its deprecation notice is noise in every run
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     sys.argv = strip_local_rank_argument(sys.argv)
     with exit_on_config_error():
         return ensure_launch_env()
