@@ -1,79 +1,165 @@
-"""The paper's Table 4 from this project's runs: one command from the database, one from the committed CSV.
+"""The paper's Table 4 from this project's runs: from the database, from the committed export of those runs, or
+from the per-run CSV.
 
-    python -m analysis.ablation_report --sweep abl-1130 --csv-out analysis/results/ablation-2026-11-30.csv
+    python -m analysis.ablation_report --sweep abl-1205 --export-out analysis/results/ablation-2026-12-05-runs.json
+    python -m analysis.ablation_report --records analysis/results/ablation-2026-12-05-runs.json
     python -m analysis.ablation_report --csv analysis/results/ablation-2026-11-30.csv
 
-Both print the same markdown table (the README's): per variant, the number of seeds (the latest run of each
-seed counts; the runs left out are listed below the table, with the verdicts that keeping the earliest run
-instead would flip), the held-out masked-token accuracy of the student and the downstream macro accuracy (mean ± std
-over seeds, in points), their difference to the full mixture, whether that difference exceeds two standard errors
-(``|Δ| > 2 sqrt(s_v²/n_v + s_full²/n_full)``), and the paper's GLUE-macro difference beside it. The CSV holds
-one row per distillation run (run ids of the distillation and of its downstream evaluation, variant, seed,
-both scores), so the table can be checked, and recomputed, without the database.
+All three print the same markdown table (docs/results.md's): per variant, the number of seeds (the latest run
+of each seed counts; the runs left out are listed below the table, with the verdicts that keeping the earliest
+run instead would flip), the held-out masked-token accuracy of the student and the downstream macro accuracy
+(mean ± std over seeds, in points), their difference to the full mixture, whether that difference exceeds two
+standard errors (``|Δ| > 2 sqrt(s_v²/n_v + s_full²/n_full)``), and the paper's GLUE-macro difference beside it.
+
+The table is computed from run records in one way only (:func:`runs_from_records`): ``--sweep`` exports the
+records of every run it reads (:mod:`analysis.export_records`' format: config, status, host, command and
+comment, result, final metrics, run ids) and computes the table from that export; ``--export-out`` writes it,
+and ``--records`` computes the table again from the file alone, without a database. The runs read: the
+sweep's COMPLETED distillations, every COMPLETED fine-tune linked to one of them (``config.distill_run_id``;
+the latest counts, as in :mod:`analysis.downstream`) and the sweep's fine-tunes of the teacher itself
+(``-c "kd-sweep sweep=NAME variant=teacher"``). The CSV (``--csv-out``) holds one row per run: run ids of the
+distillation and of its downstream evaluation, variant, seed, both scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from analysis.ablation import ablation_table
-from kd_plugin.ablation import REFERENCE_VARIANT, VARIANTS
+from analysis.flatten import flatten
+from kd_plugin.ablation import REFERENCE_VARIANT, VARIANTS, variant_of
+from kd_plugin.tracking.run_tags import parse_tags
 
 # Sanh et al. 2019, Table 4: GLUE macro-score difference to the triple loss with teacher initialisation.
 PAPER_DELTA = {"full": 0.0, "no_ce": -2.96, "no_cos": -1.46, "no_mlm": -0.31, "random_init": -3.69}
-SCORES = {  # CSV column -> runs-table column, both as fractions in [0, 1]
-    "held_out_accuracy": "final.held_out_mlm_accuracy_student",
-    "downstream_macro": "downstream.macro_accuracy",
-}
+SCORES = ("held_out_accuracy", "downstream_macro")  # both as fractions in [0, 1]
+HELD_OUT_METRIC = "held_out_mlm_accuracy_student"  # a distillation's logged metric (its last value)
+TEACHER_HELD_OUT_METRIC = "held_out_mlm_accuracy_teacher"
+DOWNSTREAM_RESULT = "macro_accuracy"  # a fine-tune's result key
 CSV_COLUMNS = ["run_id", "downstream_run_id", "variant", "seed", *SCORES]
 TEACHER_ROW = "teacher"  # the reference row: the teacher itself, fine-tuned the same way (not a distillation)
 ROWS = [TEACHER_ROW, *VARIANTS]
 
 
-def runs_from_database(sweep: str, url: str | None = None, db: str | None = None) -> pd.DataFrame:
-    """One row per COMPLETED distillation run of ``sweep`` with the CSV's columns."""
-    from analysis import load_runs
+def _is(record: dict[str, Any], experiment: str) -> bool:
+    """What the run is, not its display name (``-n NAME`` renames a run; its script stays)."""
+    named = record.get("experiment") or {}
+    return named.get("name") == experiment or named.get("mainfile") == f"{experiment}.py"
 
-    runs = load_runs(url=url, db=db, sweep=sweep, status="COMPLETED")
-    if runs.empty:
-        raise SystemExit(f"no COMPLETED distillation run of sweep {sweep!r} in the database")
-    table = pd.DataFrame({
-        "run_id": runs.index.astype(int),
-        "downstream_run_id": runs.get("downstream.run_id", pd.Series(pd.NA, index=runs.index)).to_numpy(),
-        "variant": runs["variant"].to_numpy(),
-        "seed": runs["seed"].astype(int).to_numpy(),
-        **{name: runs[column].to_numpy() if column in runs else math.nan for name, column in SCORES.items()},
-    })
-    table = pd.concat([_teacher_rows(sweep, url, db, runs), table[table["variant"].isin(list(VARIANTS))]])
+
+def _number(value: Any) -> float:
+    """A score as a float; NaN for anything that is not a number (missing, null, text)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _final(record: dict[str, Any], metric: str) -> float:
+    return _number((record.get("final_metrics") or {}).get(metric, {}).get("value"))
+
+
+def _run_id(value: Any) -> int | None:
+    """A fine-tune's ``distill_run_id`` as a run id: an int, or text of digits (as a command line gives it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+def _latest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The most recent run (start time, then run id): a rerun's evaluation replaces the earlier one."""
+    return max(records, key=lambda r: (str(r.get("start_time") or ""), int(r["run_id"])))
+
+
+def runs_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per COMPLETED distillation of the paper's variants with the CSV's columns, and one per fine-tune
+    of the teacher itself, from run records (:func:`analysis.export_records.export_run`): the variant from the
+    config (:func:`kd_plugin.ablation.variant_of`), the held-out score from the run's last logged value, the
+    downstream score from the latest COMPLETED fine-tune linked to it."""
+    completed = [r for r in records if r.get("status") == "COMPLETED"]
+    distills = [r for r in completed if _is(r, "distill")]
+    finetunes = [r for r in completed if _is(r, "finetune")]
+    linked: dict[int, list[dict[str, Any]]] = {}
+    for record in finetunes:
+        distill_run_id = _run_id((record.get("config") or {}).get("distill_run_id"))
+        if distill_run_id is not None:
+            linked.setdefault(distill_run_id, []).append(record)
+    rows = []
+    for record in distills:
+        tags = parse_tags((record.get("meta") or {}).get("comment"))
+        variant = variant_of(flatten(record.get("config") or {})) or tags.get("variant")
+        if variant not in VARIANTS:
+            continue
+        finetune = _latest(linked[record["run_id"]]) if record["run_id"] in linked else None
+        rows.append({"run_id": int(record["run_id"]),
+                     "downstream_run_id": pd.NA if finetune is None else int(finetune["run_id"]),
+                     "variant": variant, "seed": int(record["config"]["seed"]),
+                     "held_out_accuracy": _final(record, HELD_OUT_METRIC),
+                     "downstream_macro": math.nan if finetune is None
+                     else _number((finetune.get("result") or {}).get(DOWNSTREAM_RESULT))})
+    # the held-out masks follow the seed: the teacher's accuracy of a seed is what that seed's runs measured
+    teacher_by_seed = pd.Series([_final(r, TEACHER_HELD_OUT_METRIC) for r in distills], dtype=float).groupby(
+        [int(r["config"]["seed"]) for r in distills]).median() if distills else pd.Series(dtype=float)
+    for record in finetunes:
+        tags = parse_tags((record.get("meta") or {}).get("comment"))
+        if tags.get("variant") == TEACHER_ROW and (record.get("config") or {}).get("distill_run_id") is None:
+            seed = int(record["config"]["seed"])
+            rows.append({"run_id": int(record["run_id"]), "downstream_run_id": int(record["run_id"]),
+                         "variant": TEACHER_ROW, "seed": seed,
+                         "held_out_accuracy": float(teacher_by_seed.get(seed, math.nan)),
+                         "downstream_macro": _number((record.get("result") or {}).get(DOWNSTREAM_RESULT))})
+    if not any(row["variant"] != TEACHER_ROW for row in rows):
+        raise SystemExit("no COMPLETED distillation run of the paper's variants among the records")
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
     order = table["variant"].map(ROWS.index)  # the teacher, the paper's row order, then seeds
-    return table.assign(_order=order).sort_values(["_order", "seed"]).drop(columns="_order").reset_index(drop=True)
+    return table.assign(_order=order).sort_values(["_order", "seed", "run_id"]).drop(columns="_order").reset_index(
+        drop=True)
 
 
-def _teacher_rows(sweep: str, url: str | None, db: str | None, distill_runs: pd.DataFrame) -> pd.DataFrame:
-    """The reference: the sweep's fine-tunes of the teacher itself (``finetune.py -c "kd-sweep sweep=NAME
-    variant=teacher" with model=<teacher> seed=N``), with the teacher's held-out masked-token accuracy as
-    measured by the distillation runs of the same seed (one teacher and split; the masks follow the seed)."""
-    from analysis import load_runs
+def read_export(path: Path) -> list[dict[str, Any]]:
+    """The run records of an export written by ``--export-out`` (or ``python -m analysis.export_records``)."""
+    try:
+        exported = json.loads(path.read_text())
+        records = list(exported["runs"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise SystemExit(f"--records {path}: not a run export ({type(err).__name__}: {err}); write one with "
+                         "--sweep NAME --export-out FILE") from None
+    if not all(isinstance(r, dict) and "run_id" in r for r in records):
+        raise SystemExit(f"--records {path}: not a run export (a run without run_id)")
+    return records
 
-    finetunes = load_runs(url=url, db=db, experiment="finetune", sweep=sweep, status="COMPLETED", downstream=False)
-    if finetunes.empty or "variant" not in finetunes:
-        return pd.DataFrame(columns=CSV_COLUMNS)
-    finetunes = finetunes[finetunes["variant"] == TEACHER_ROW]
-    # the held-out masks follow the run's seed: the teacher's accuracy of a seed is what that seed's runs measured
-    teacher_column = distill_runs.get("final.held_out_mlm_accuracy_teacher", pd.Series(dtype=float))
-    by_seed = teacher_column.groupby(distill_runs["seed"].astype(int)).median()
-    seeds = finetunes["seed"].astype(int)
-    return pd.DataFrame({
-        "run_id": finetunes.index.astype(int), "downstream_run_id": finetunes.index.astype(int),
-        "variant": TEACHER_ROW, "seed": seeds.to_numpy(),
-        "held_out_accuracy": seeds.map(by_seed).to_numpy(dtype=float),
-        "downstream_macro": finetunes["result.macro_accuracy"].to_numpy(),
-    })
+
+def sweep_export(sweep: str, url: str | None = None, db: str | None = None) -> dict[str, Any]:
+    """The export of every run the sweep's table reads (see the module docstring), labelled ``<experiment>
+    <run id>``: one file that holds what each run was and what it scored."""
+    from analysis.connection import open_database
+    from analysis.export_records import export_from
+    from analysis.query import build_run_query, experiment_condition
+    from kd_plugin.tracking.run_tags import tag_pattern
+
+    database = open_database(url, db)
+    distill_ids = [doc["_id"] for doc in database.runs.find(build_run_query("distill", "COMPLETED", sweep=sweep),
+                                                            {"_id": 1}).sort("_id", 1)]
+    if not distill_ids:
+        raise SystemExit(f"no COMPLETED distillation run of sweep {sweep!r} in database {database.name!r}")
+    finetune_query = {"$and": [experiment_condition("finetune"), {"$or": [
+        {"config.distill_run_id": {"$in": distill_ids + [str(i) for i in distill_ids]}},
+        {"meta.comment": {"$regex": tag_pattern("sweep", sweep)}}]}], "status": "COMPLETED"}
+    finetune_ids = [doc["_id"] for doc in database.runs.find(finetune_query, {"_id": 1}).sort("_id", 1)]
+    labelled = {**{f"distill {i}": i for i in distill_ids}, **{f"finetune {i}": i for i in finetune_ids}}
+    what = (f"the runs behind the ablation table of sweep {sweep} "
+            "(python -m analysis.ablation_report --records <this file>)")
+    return export_from(database, labelled, what, url)
+
+
+def runs_from_database(sweep: str, url: str | None = None, db: str | None = None) -> pd.DataFrame:
+    """The table's rows of ``sweep``, computed from its export (:func:`sweep_export`)."""
+    return runs_from_records(sweep_export(sweep, url, db)["runs"].values())
 
 
 def latest_per_seed(runs: pd.DataFrame, keep: str = "last") -> pd.DataFrame:
@@ -167,19 +253,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.ablation_report", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sweep", help="read the sweep's runs from the database (experiments/sweep.py --name)")
+    source.add_argument("--records", type=Path, help="read the runs' export written by --export-out")
     source.add_argument("--csv", type=Path, help="read the per-run CSV written by --csv-out")
     parser.add_argument("--url", default=None, help="MongoDB URL (default: the project's rule, see tracking README)")
     parser.add_argument("--db", default=None, help="database name (default: KD_MONGO_DB, else kd_plugin)")
-    parser.add_argument("--csv-out", type=Path, default=None, help="write the per-run rows here (with --sweep)")
+    parser.add_argument("--export-out", type=Path, default=None,
+                        help="write the export of every run the table reads here (with --sweep)")
+    parser.add_argument("--csv-out", type=Path, default=None, help="write the per-run rows here")
     args = parser.parse_args(argv)
+    if args.export_out is not None and args.sweep is None:
+        parser.error("--export-out needs --sweep (it exports the runs read from the database)")
     if args.csv is not None:
         runs = pd.read_csv(args.csv)
+    elif args.records is not None:
+        runs = runs_from_records(read_export(args.records))
     else:
-        runs = runs_from_database(args.sweep, args.url, args.db)
-        if args.csv_out is not None:
-            args.csv_out.parent.mkdir(parents=True, exist_ok=True)
-            runs[CSV_COLUMNS].to_csv(args.csv_out, index=False)
-            print(f"wrote {args.csv_out} ({len(runs)} runs)", file=sys.stderr)
+        exported = sweep_export(args.sweep, args.url, args.db)
+        if args.export_out is not None:
+            from analysis.export_records import write_export
+
+            write_export(exported, args.export_out)
+            print(f"wrote {args.export_out} ({len(exported['runs'])} runs)", file=sys.stderr)
+        runs = runs_from_records(exported["runs"].values())
+    if args.csv_out is not None:
+        args.csv_out.parent.mkdir(parents=True, exist_ok=True)
+        runs[CSV_COLUMNS].to_csv(args.csv_out, index=False)
+        print(f"wrote {args.csv_out} ({len(runs)} runs)", file=sys.stderr)
     print(markdown(summary(runs)))
     note = duplicates_note(runs)
     if note:

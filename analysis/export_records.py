@@ -5,8 +5,8 @@ recomputed) without the database, which lives on one machine.
         --what "SmolLM2-135M -> 15 blocks (docs/results.md)" --out analysis/results/smollm2-135m-2026-12-05.json
 
 Each ``--run LABEL=ID`` adds that run's record: experiment, host, config, status, start/stop time, result,
-fail trace, the run's ``info`` without bulky or machine-private entries (metric ids, captured output) and the
-final value of every logged metric. The database URL is written with its password masked.
+fail trace, the Sacred command and comment (``-c``: a sweep's tags), the run's ``info`` without bulky or machine-private entries (metric ids, captured output) and the
+final value of every logged metric. Every URL is written with its password masked.
 """
 
 from __future__ import annotations
@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from analysis.connection import open_database, redact_url, resolve_url
+from kd_plugin.tracking.credentials import mask_url
 
 RECORD_FIELDS = ("experiment", "host", "config", "status", "start_time", "stop_time", "result", "fail_trace")
 INFO_LEFT_OUT = ("metrics",)  # the ids of the metric documents: meaningless outside that database
 
 
 def _plain(value: Any) -> Any:
-    """JSON-able: datetimes as ISO text (UTC, as Sacred stores them), the rest as it is."""
+    """JSON-able: datetimes as ISO text (UTC, as Sacred stores them), a password in any URL masked (a fine-tune's
+    ``distill_db.url``, a run's ``tracking.mongo_url``: the export is meant to be committed), the rest as it is."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
+    if isinstance(value, str):
+        return mask_url(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -43,6 +47,8 @@ def export_run(database, run_id: int) -> dict[str, Any]:
         raise KeyError(f"no run {run_id} in database {database.name!r}")
     record = {key: doc.get(key) for key in RECORD_FIELDS if key in doc}
     record["experiment"] = {k: v for k, v in (doc.get("experiment") or {}).items() if k in ("name", "mainfile")}
+    # the command and comment only: Sacred's other meta entries are the command line's options (observer URLs)
+    record["meta"] = {k: v for k, v in (doc.get("meta") or {}).items() if k in ("command", "comment")}
     record["host"] = {k: v for k, v in (doc.get("host") or {}).items() if k != "ENV"}
     record["info"] = {k: v for k, v in (doc.get("info") or {}).items() if k not in INFO_LEFT_OUT}
     record["final_metrics"] = {
@@ -53,11 +59,20 @@ def export_run(database, run_id: int) -> dict[str, Any]:
     return _plain(record)
 
 
-def export_records(runs: dict[str, int], what: str, url: str | None = None, db: str | None = None) -> dict:
-    database = open_database(url, db)
+def export_from(database, runs: dict[str, int], what: str, url: str | None = None) -> dict:
+    """The export of ``runs`` ({label: run id}) from an open database; ``url`` only names where it was."""
     where = f"{redact_url(resolve_url(url))} ({socket.gethostname()}), database {database.name}"
     return {"what": what, "database": where, "runs": {label: export_run(database, run_id)
                                                      for label, run_id in runs.items()}}
+
+
+def export_records(runs: dict[str, int], what: str, url: str | None = None, db: str | None = None) -> dict:
+    return export_from(open_database(url, db), runs, what, url)
+
+
+def write_export(exported: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(exported, indent=1, sort_keys=False) + "\n")
 
 
 def _label_and_id(text: str) -> tuple[str, int]:
@@ -80,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(exported, indent=1, sort_keys=False) + "\n")
+    write_export(exported, args.out)
     print(f"wrote {args.out} ({len(args.run)} runs)")
     return 0
 

@@ -464,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     settings = [f"KD_SWEEP={args.name}", *shown_env]
     say(f"[sweep] all {len(jobs)} runs completed. The table: `{' '.join(settings)} jupyter execute "
-        f"analysis/ablation.ipynb` (writes outputs/analysis/{args.name}/), or open the notebook with those set")
+        f"analysis/ablation.ipynb` (writes outputs/analysis/{args.name}/), or open the notebook with those set; "
+        f"as markdown, with the record of every run behind it to commit beside it: `{' '.join([*shown_env, 'python'])} "
+        f"-m analysis.ablation_report --sweep {args.name} --export-out {log_dir / 'runs.json'}`")
     return 0
 
 

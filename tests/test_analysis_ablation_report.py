@@ -1,20 +1,25 @@
 """The Table-4 reproduction (docs/results.md): its numbers are recomputed here independently (Python's statistics
-module) from hand-made runs, and the table in the README is regenerated from the committed per-run CSV."""
+module) from hand-made runs; the table read from the database equals the one read back from its export alone;
+and the table in docs/results.md is regenerated from the committed export of the sweep's runs."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analysis import ablation_report
-from analysis.ablation_report import CSV_COLUMNS, markdown, runs_from_database, summary
+from analysis.ablation_report import CSV_COLUMNS, markdown, runs_from_database, runs_from_records, summary
 from kd_plugin.ablation import VARIANTS
-from tests.test_analysis_runs import database, insert_run  # noqa: F401  (database: a fixture)
+from tests.test_analysis_runs import T0, database, insert_run  # noqa: F401  (database: a fixture)
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -109,53 +114,129 @@ def test_the_report_lists_every_duplicate_and_the_verdicts_it_would_flip(tmp_pat
     assert ("would flip the > 2 SE verdict of: " + ", ".join(f"no_ce {s}" for s in flips)) in proc.stdout
 
 
-def test_the_csv_round_trip_prints_the_same_table(tmp_path, capsys, monkeypatch):
-    path = tmp_path / "runs.csv"
-    monkeypatch.setattr(ablation_report, "runs_from_database", lambda sweep, url, db: _runs())
-    assert ablation_report.main(["--sweep", "s", "--csv-out", str(path)]) == 0
-    from_database = capsys.readouterr().out
-    assert ablation_report.main(["--csv", str(path)]) == 0
-    assert capsys.readouterr().out == from_database == markdown(summary(_runs())) + "\n"
-    assert list(pd.read_csv(path).columns) == CSV_COLUMNS
-
-
-def test_the_readme_table_is_the_committed_csv():
-    csvs = sorted((PROJECT / "analysis" / "results").glob("ablation-*.csv"))
-    assert csvs, "the ablation's per-run CSV is committed under analysis/results/"
-    results = (PROJECT / "docs" / "results.md").read_text()
-    table = markdown(summary(pd.read_csv(csvs[-1])))
-    assert table in results, "docs/results.md's ablation table differs from `python -m analysis.ablation_report --csv`"
-    assert re.search(rf"analysis\.ablation_report --csv {re.escape(str(csvs[-1].relative_to(PROJECT)))}", results)
-    note = ablation_report.duplicates_note(pd.read_csv(csvs[-1]))
-    assert not note or note in results, "the runs the table leaves out are listed under it"
-
-
-def test_the_rows_come_from_the_sweeps_runs_in_the_database(database):  # noqa: F811
-    """Distillation runs (variant from their config), their linked fine-tunes, the teacher's own fine-tunes."""
+def _insert_sweep(database, sweep: str = "s1") -> None:  # noqa: F811
+    """RUNS as Sacred records: distillations (variant from their config) with a linked fine-tune each (run id +
+    500), the teacher's own fine-tunes, and runs the table must not read."""
     run_id = 1
     for variant, seeds in RUNS.items():
         for seed, (held_out, macro) in seeds.items():
-            comment = f"kd-sweep sweep=s1 variant={variant}"
+            comment = f"kd-sweep sweep={sweep} variant={variant}"
             if variant == "teacher":
                 insert_run(database, run_id, {"seed": seed, "model": "bert-tiny-prepared"}, experiment="finetune",
                            comment=comment, result={"macro_accuracy": macro})
             else:
                 insert_run(database, run_id, {**VARIANTS[variant].updates, "seed": seed}, comment=comment,
-                           metrics={"held_out_mlm_accuracy_student": ([150], [held_out]),
+                           metrics={"held_out_mlm_accuracy_student": ([50, 150], [0.01, held_out]),
                                     # the teacher as measured by this seed's runs (the masks follow the seed)
                                     "held_out_mlm_accuracy_teacher": ([150], [RUNS["teacher"].get(seed, (0.3,))[0]])})
                 insert_run(database, run_id + 500, {"distill_run_id": run_id, "seed": seed}, experiment="finetune",
                            comment=comment, result={"macro_accuracy": macro})
             run_id += 1
+    # another sweep's run; a failed run of this sweep; an earlier fine-tune of run 3 (the later one, 503, counts)
     insert_run(database, 99, {**VARIANTS["full"].updates, "seed": 1}, comment="kd-sweep sweep=other variant=full")
+    insert_run(database, 98, {**VARIANTS["full"].updates, "seed": 1}, comment=f"kd-sweep sweep={sweep} variant=full",
+               status="FAILED", metrics={"held_out_mlm_accuracy_student": ([150], [0.9])})
+    insert_run(database, 97, {"distill_run_id": 3, "seed": 1}, experiment="finetune",
+               start=T0 - dt.timedelta(days=1), result={"macro_accuracy": 0.1})
+
+
+def test_the_rows_come_from_the_sweeps_runs_in_the_database(database):  # noqa: F811
+    """Distillations (variant from their config), their linked fine-tunes, the teacher's own fine-tunes."""
+    _insert_sweep(database)
     rows = runs_from_database("s1", db=database)
     assert list(rows.columns) == CSV_COLUMNS
-    assert len(rows) == sum(len(seeds) for seeds in RUNS.values())  # not the other sweep's run
+    assert len(rows) == sum(len(seeds) for seeds in RUNS.values())  # not the other sweep's run, not the failed one
     expected = _runs()
     for _, row in rows.iterrows():
         want = expected[(expected["variant"] == row["variant"]) & (expected["seed"] == row["seed"])].iloc[0]
-        assert row["held_out_accuracy"] == pytest.approx(want["held_out_accuracy"])
+        assert row["held_out_accuracy"] == pytest.approx(want["held_out_accuracy"])  # the last logged value
         assert row["downstream_macro"] == pytest.approx(want["downstream_macro"])
         if row["variant"] != "teacher":
-            assert row["downstream_run_id"] == row["run_id"] + 500  # the fine-tune linked to this run
+            assert row["downstream_run_id"] == row["run_id"] + 500  # the latest fine-tune linked to this run
     assert markdown(summary(rows)) == markdown(summary(_runs()))
+
+
+def _report(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "analysis.ablation_report", *args], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_the_table_is_regenerated_from_the_export_alone(database, mongo_url, tmp_path):  # noqa: F811
+    """Through the command line and the real test database: the table read from the database, the one read back
+    from its export with no database reachable, and the one from the CSV are the same table, the independent
+    computation's; the export says what every run was (config, status, host, comment, final metrics, linked
+    fine-tune, run id)."""
+    _insert_sweep(database)
+    export, csv = tmp_path / "runs.json", tmp_path / "runs.csv"
+    live = _report("--sweep", "s1", "--url", mongo_url, "--db", database.name, "--export-out", str(export),
+                   "--csv-out", str(csv))
+    assert live.returncode == 0, live.stderr
+    nowhere = {"KD_MONGO_URL": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200"}  # no server: none is read
+    again = _report("--records", str(export), env=nowhere)
+    from_csv = _report("--csv", str(csv), env=nowhere)
+    assert again.returncode == 0 and from_csv.returncode == 0, again.stderr + from_csv.stderr
+    assert live.stdout == again.stdout == from_csv.stdout == markdown(summary(_runs())) + "\n"
+    exported = json.loads(export.read_text())
+    runs = exported["runs"]
+    distills = {r["run_id"] for r in runs.values() if r["experiment"]["name"] == "distill"}
+    assert distills == set(range(1, 10)) - {1, 2}  # runs 1-2 are the teacher's fine-tunes; not 98 or 99
+    finetunes = {r["run_id"] for r in runs.values() if r["experiment"]["name"] == "finetune"}
+    assert finetunes == {1, 2, 97} | {i + 500 for i in distills}  # every linked fine-tune, the superseded one too
+    full_seed_1 = runs["distill 3"]
+    stored = database.runs.find_one({"_id": 3})
+    assert full_seed_1["config"] == stored["config"] and full_seed_1["status"] == "COMPLETED"
+    assert full_seed_1["host"]["hostname"] == "vm" and full_seed_1["meta"]["comment"] == "kd-sweep sweep=s1 variant=full"
+    assert full_seed_1["final_metrics"]["held_out_mlm_accuracy_student"] == {"step": 150, "value": 0.117}
+    assert runs["finetune 503"]["config"]["distill_run_id"] == 3
+    assert "sweep s1" in exported["what"] and database.name in exported["database"]
+
+
+def test_records_without_a_completed_distillation_are_refused(tmp_path):
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps({"what": "w", "database": "d", "runs": {}}))
+    proc = _report("--records", str(path))
+    assert proc.returncode != 0 and "no COMPLETED distillation run" in proc.stderr
+    assert _report("--csv", str(path), "--export-out", str(tmp_path / "x.json")).returncode == 2  # needs --sweep
+
+
+def test_the_docs_table_is_regenerated_from_the_committed_export():
+    exports = sorted((PROJECT / "analysis" / "results").glob("ablation-*-runs.json"))
+    assert exports, "the export of the ablation's runs is committed under analysis/results/"
+    results = (PROJECT / "docs" / "results.md").read_text()
+    runs = runs_from_records(json.loads(exports[-1].read_text())["runs"].values())
+    assert markdown(summary(runs)) in results, (
+        "docs/results.md's ablation table differs from `python -m analysis.ablation_report --records`")
+    assert re.search(rf"analysis\.ablation_report --records {re.escape(str(exports[-1].relative_to(PROJECT)))}",
+                     results)
+    note = ablation_report.duplicates_note(runs)
+    assert not note or note in results, "the runs the table leaves out are listed under it"
+
+
+def test_odd_values_in_records_give_nan_or_are_not_linked_never_a_crash():
+    """A null score is NaN; a run id given as text links; text that is no run id links nothing."""
+    def record(run_id, experiment, config, **extra):
+        return {"run_id": run_id, "status": "COMPLETED", "experiment": {"name": experiment}, "meta": {},
+                "config": config, **extra}
+
+    full = dict(VARIANTS["full"].updates)
+    records = [
+        record(1, "distill", {**full, "seed": 1},
+               final_metrics={"held_out_mlm_accuracy_student": {"step": 9, "value": 0.1}}),
+        record(2, "finetune", {"distill_run_id": "1", "seed": 1}, result={"macro_accuracy": None}),
+        record(3, "finetune", {"distill_run_id": "run one", "seed": 1}, result={"macro_accuracy": 0.9}),
+        record(4, "distill", {**full, "seed": 2}),  # no logged metric
+        record(5, "finetune", {"distill_run_id": 4, "seed": 2}, result={"macro_accuracy": 0.7}),
+    ]
+    rows = runs_from_records(records).set_index("run_id")
+    assert rows.loc[1, "downstream_run_id"] == 2 and math.isnan(rows.loc[1, "downstream_macro"])
+    assert rows.loc[1, "held_out_accuracy"] == 0.1
+    assert math.isnan(rows.loc[4, "held_out_accuracy"]) and rows.loc[4, "downstream_macro"] == 0.7
+
+
+def test_a_file_that_is_no_export_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"what": "not runs"}))
+    proc = _report("--records", str(path))
+    assert proc.returncode != 0 and "not a run export" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -124,6 +125,21 @@ def test_sweep_then_notebook_gives_the_ablation_table(mongo_url, db_name, tmp_pa
             for run_id, acc in accuracy.items()
         ])
         outputs, summary = execute_notebook(tmp_path / "jupyter")
+
+        # -- the command the sweep printed at its end: the table as markdown, and the export of its runs, from which
+        # the same table is computed again without the database
+        (printed_command,) = re.findall(r"commit beside it: `(.*?)`$", stdout, flags=re.M)
+        export = tmp_path / "distill" / "logs" / "runs.json"
+        assert printed_command.endswith(f"--sweep {sweep_id} --export-out {export}")
+        live = subprocess.run(["bash", "-c", printed_command], cwd=PROJECT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert live.returncode == 0, live.stderr[-3000:]
+        again = subprocess.run([sys.executable, "-m", "analysis.ablation_report", "--records", str(export)],
+                               cwd=PROJECT, env={**env, "KD_MONGO_URL": "mongodb://127.0.0.1:9"}, capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 0 and again.stdout == live.stdout and "| no_ce | 2 |" in live.stdout
+        records = json.loads(export.read_text())["runs"].values()
+        assert sorted(r["run_id"] for r in records) == sorted([*accuracy, *(100 + i for i in accuracy)])
     finally:
         client.drop_database(db_name)
         client.close()
