@@ -21,10 +21,7 @@ from kd_plugin.runtime.launch import start_experiment_process  # noqa: E402
 
 LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, a one-process world if none
 
-from sacred import Experiment  # noqa: E402
-
 from kd_plugin.config import DISTILL_BLOCKS, DistillConfig  # noqa: E402
-from kd_plugin.config.sacred_defaults import DeclaredConfig  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
 from kd_plugin.export.model_card import FILE_STORAGE  # noqa: E402
@@ -33,7 +30,7 @@ from kd_plugin.runtime.paths import DS_CONFIGS  # noqa: E402
 from kd_plugin.runtime.run_folder import METRICS  # noqa: E402
 from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
 from kd_plugin.teacher_catalogue import architecture_source  # noqa: E402
-from kd_plugin.tracking.sacred_experiment import configure_experiment, run_main  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import new_experiment, run_main  # noqa: E402
 from kd_plugin.training.divergence import exit_on_divergence  # noqa: E402
 from kd_plugin.training.ds_config import check_with_deepspeed  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
@@ -42,13 +39,8 @@ from kd_plugin.training.teacher_checks import check_against_teacher  # noqa: E40
 from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
 TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
-ex = Experiment("distill", save_git_info=False)
-configure_experiment(ex, LAUNCH)
-
-
-# Every setting's default and print_config comment come from its one declaration (kd_plugin/config/distill.py);
-# an entry of ex.configurations is evaluated like a config scope (add_config would wrap it as a plain dict).
-ex.configurations.append(DeclaredConfig(DISTILL_BLOCKS))
+# Every setting's default and print_config comment come from its one declaration (kd_plugin/config/distill.py).
+ex = new_experiment("distill", LAUNCH, DISTILL_BLOCKS)
 
 
 @ex.named_config

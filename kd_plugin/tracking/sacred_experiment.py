@@ -6,9 +6,13 @@ Importing it sets Sacred's capture mode to ``"sys"`` for every experiment of the
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sacred import SETTINGS, Experiment
 
+from kd_plugin.config.declarations import Block
+from kd_plugin.config.sacred_defaults import DeclaredConfig
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.launch import LaunchInfo
 from kd_plugin.tracking.code_version import code_version
@@ -37,6 +41,19 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
         _run.info["code"] = code_version()
 
     ex.pre_run_hook(record_code_version)
+
+
+def new_experiment(name: str, launch: LaunchInfo, blocks: Iterable[Block],
+                   per_value: tuple[str, Mapping[Any, Mapping[str, Any]]] | None = None) -> Experiment:
+    """The Sacred experiment of every script (distill, finetune, prepare_teacher), set up one way: tracking and
+    captured output (:func:`configure_experiment`; ``info.code`` records the commit, so Sacred's own git record,
+    which would also store the remote's URL, is off), and every setting's default and ``print_config`` comment
+    from its one declaration (``blocks``, and ``per_value`` defaults: :class:`DeclaredConfig`)."""
+    ex = Experiment(name, save_git_info=False)
+    configure_experiment(ex, launch)
+    # an entry of ex.configurations is evaluated like a config scope (add_config would wrap it as a plain dict)
+    ex.configurations.append(DeclaredConfig(blocks, per_value=per_value))
+    return ex
 
 
 EXIT_RECORD_LOST = 1  # the run finished, but its record reached neither the database nor the journal
