@@ -35,11 +35,11 @@ def causal_run(tmp_path_factory, database):
     check(proc)
     runs = pymongo.MongoClient(database[0])[database[1]]["runs"]
     (record,) = list(runs.find({"experiment.name": "distill"}))
-    causal_run_output[:] = [proc.stdout]
+    causal_run_output[:] = [proc.stdout, proc.stderr]
     return out, record
 
 
-causal_run_output: list[str] = []  # the run's stdout, for the progress test
+causal_run_output: list[str] = []  # the run's stdout and stderr
 
 
 def test_the_record_names_the_commit_of_the_code_that_ran(causal_run):
@@ -52,6 +52,16 @@ def test_the_record_names_the_commit_of_the_code_that_ran(causal_run):
     head, changed = (subprocess.run(c, cwd=PROJECT, capture_output=True, text=True, check=True).stdout.strip()
                      for c in git)
     assert code == {"commit": head, "dirty": bool(changed), "path": str(PROJECT)}
+
+
+def test_logging_lines_are_in_the_runs_captured_output(causal_run):
+    """What the console shows from the project's loggers, the record keeps (Sacred's capture)."""
+    _, record = causal_run
+    scores = record["result"]["held_out_clm"]
+    line = (f"INFO - kd_plugin.evaluation.held_out - held-out next-token accuracy: teacher "
+            f"{scores['teacher']['accuracy']:.3f}, student {scores['student']['accuracy']:.3f}")
+    assert line in record["captured_out"] and line in causal_run_output[1]
+    assert "INFO - kd_plugin.training.callbacks - distill step 6/6 (100 %)" in record["captured_out"]
 
 
 def test_the_held_out_evaluation_shows_its_progress_in_plain_lines(causal_run):

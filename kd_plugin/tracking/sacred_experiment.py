@@ -15,6 +15,7 @@ from kd_plugin.config.declarations import Block
 from kd_plugin.config.sacred_defaults import DeclaredConfig
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.launch import LaunchInfo
+from kd_plugin.tracking.captured_logging import run_logger
 from kd_plugin.tracking.code_version import code_version
 from kd_plugin.tracking.observers import install_tracking
 from kd_plugin.tracking.output_budget import filter_captured_output
@@ -26,7 +27,7 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
     """Call once, right after creating the experiment (before ``run_main``).
 
     * captured output: progress bars collapsed to their final state and the text bounded (head + tail, about
-      1 MB), so no run document can approach MongoDB's 16 MB limit;
+      1 MB), so no run document can approach MongoDB's 16 MB limit; logging lines included;
     * a ``tracking`` config block (``tracking.mongo_url``, ``tracking.db_name``) and the hooks that give each
       run of rank 0 its observer, by the rule of :func:`kd_plugin.tracking.locations.resolve_database`:
       Sacred's ``-m``, else ``KD_MONGO_URL``, else the config, else the embedded SecantusDB server (started if
@@ -35,6 +36,7 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
       (:mod:`kd_plugin.tracking.code_version`).
     """
     ex.captured_out_filter = filter_captured_output
+    ex.logger = run_logger()  # logging lines reach the captured output too (kd_plugin.tracking.captured_logging)
     install_tracking(ex, launch)
 
     def record_code_version(_run) -> None:
