@@ -21,6 +21,8 @@ from kd_plugin.runtime.launch import start_experiment_process  # noqa: E402
 
 LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, a one-process world if none
 
+from sacred import Experiment  # noqa: E402
+
 from kd_plugin.config import DISTILL_BLOCKS, DistillConfig  # noqa: E402
 from kd_plugin.data.source_checks import check_corpus_source  # noqa: E402
 from kd_plugin.data.text_checks import check_corpus_text  # noqa: E402
@@ -30,7 +32,7 @@ from kd_plugin.runtime.paths import DS_CONFIGS  # noqa: E402
 from kd_plugin.runtime.run_folder import METRICS  # noqa: E402
 from kd_plugin.runtime.writable import check_writable_dir  # noqa: E402
 from kd_plugin.teacher_catalogue import architecture_source  # noqa: E402
-from kd_plugin.tracking.sacred_experiment import new_experiment, run_main  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import run_main, set_up_experiment  # noqa: E402
 from kd_plugin.training.divergence import exit_on_divergence  # noqa: E402
 from kd_plugin.training.ds_config import check_with_deepspeed  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
@@ -40,7 +42,8 @@ from kd_plugin.training.trainer import DistillationTrainer  # noqa: E402
 
 TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
 # Every setting's default and print_config comment come from its one declaration (kd_plugin/config/distill.py).
-ex = new_experiment("distill", LAUNCH, DISTILL_BLOCKS)
+ex = Experiment("distill", save_git_info=False)  # here: Sacred records the calling file as the main file
+set_up_experiment(ex, LAUNCH, DISTILL_BLOCKS)
 
 
 @ex.named_config

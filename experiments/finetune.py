@@ -34,18 +34,21 @@ from kd_plugin.runtime.launch import start_experiment_process  # noqa: E402
 
 LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, a one-process world if none
 
+from sacred import Experiment  # noqa: E402
+
 from kd_plugin.downstream.evaluation import DownstreamEvaluation  # noqa: E402
 from kd_plugin.downstream.finetune_config import FINETUNE_BLOCKS, FinetuneConfig  # noqa: E402
 from kd_plugin.downstream.model_loading import check_saved_weights  # noqa: E402
 from kd_plugin.downstream.run_link import resolve_evaluated_model  # noqa: E402
 from kd_plugin.runtime.paths import OUTPUTS  # noqa: E402
 from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
-from kd_plugin.tracking.sacred_experiment import new_experiment, run_main  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import run_main, set_up_experiment  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
 
 # Every setting's default and print_config comment come from its one declaration
 # (kd_plugin/downstream/finetune_config.py, run_link.py).
-ex = new_experiment("finetune", LAUNCH, FINETUNE_BLOCKS)
+ex = Experiment("finetune", save_git_info=False)  # here: Sacred records the calling file as the main file
+set_up_experiment(ex, LAUNCH, FINETUNE_BLOCKS)
 
 
 @ex.named_config

@@ -25,17 +25,20 @@ from kd_plugin.runtime.launch import start_experiment_process  # noqa: E402
 
 LAUNCH = start_experiment_process()  # the launcher's --local_rank out of argv, a one-process world if none
 
+from sacred import Experiment  # noqa: E402
+
 from kd_plugin.preparation.preparation_config import PREPARATION_BLOCKS, PreparationConfig  # noqa: E402
 from kd_plugin.preparation.recipes import RECORD_FILE, SMOKE, TEACHER_RECIPES  # noqa: E402
 from kd_plugin.runtime.run_folder import check_holds_none  # noqa: E402
-from kd_plugin.tracking.sacred_experiment import new_experiment, run_main  # noqa: E402
+from kd_plugin.tracking.sacred_experiment import run_main, set_up_experiment  # noqa: E402
 from kd_plugin.training.interruption import clean_exit, install_process_handlers  # noqa: E402
 
 TEXT_CHECKS: dict = {}  # what the config hook measured on the corpus sample, for the run's info
 # Every setting's default and print_config comment come from its one declaration (the recipe's in
 # kd_plugin/preparation/recipes.py, the others in preparation_config.py); the recipe's defaults are the base
 # teacher's own (TEACHER_RECIPES over BASE_RECIPE), so `with teacher=minilm-l6` changes them as the catalogue does.
-ex = new_experiment("prepare_teacher", LAUNCH, PREPARATION_BLOCKS, per_value=("teacher", TEACHER_RECIPES))
+ex = Experiment("prepare_teacher", save_git_info=False)  # here: Sacred records the calling file as the main file
+set_up_experiment(ex, LAUNCH, PREPARATION_BLOCKS, per_value=("teacher", TEACHER_RECIPES))
 ex.add_named_config("smoke", SMOKE)
 
 

@@ -182,3 +182,11 @@ def test_prepare_teacher_refuses_a_bad_value_and_print_config_shows_the_docs(tmp
                for line in lines)
     assert any(line.strip().startswith("evaluation:") and "# the held-out masked-token accuracy" in line
                for line in lines)
+
+
+def test_each_experiment_is_named_after_its_own_script(experiments):
+    """Sacred takes a run's main file, sources and description from the frame that creates the Experiment: each
+    script creates its own, so runs are found by their script (``experiment.mainfile``) even when renamed."""
+    for script, module in experiments.items():
+        assert Path(module.ex.mainfile.filename).name == script
+        assert module.ex.doc == module.__doc__

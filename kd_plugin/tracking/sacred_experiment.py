@@ -45,17 +45,17 @@ def configure_experiment(ex: Experiment, launch: LaunchInfo) -> None:
     ex.pre_run_hook(record_code_version)
 
 
-def new_experiment(name: str, launch: LaunchInfo, blocks: Iterable[Block],
-                   per_value: tuple[str, Mapping[Any, Mapping[str, Any]]] | None = None) -> Experiment:
-    """The Sacred experiment of every script (distill, finetune, prepare_teacher), set up one way: tracking and
-    captured output (:func:`configure_experiment`; ``info.code`` records the commit, so Sacred's own git record,
-    which would also store the remote's URL, is off), and every setting's default and ``print_config`` comment
-    from its one declaration (``blocks``, and ``per_value`` defaults: :class:`DeclaredConfig`)."""
-    ex = Experiment(name, save_git_info=False)
+def set_up_experiment(ex: Experiment, launch: LaunchInfo, blocks: Iterable[Block],
+                      per_value: tuple[str, Mapping[Any, Mapping[str, Any]]] | None = None) -> None:
+    """What every script (distill, finetune, prepare_teacher) does with its new ``Experiment(name,
+    save_git_info=False)``: tracking and captured output (:func:`configure_experiment`; ``info.code`` records the
+    commit, so Sacred's own git record, which would also store the remote's URL, is off), and every setting's
+    default and ``print_config`` comment from its one declaration (``blocks``, and ``per_value`` defaults:
+    :class:`DeclaredConfig`). The script creates the experiment itself: Sacred names the run's main file,
+    sources and description after the frame that calls ``Experiment()``."""
     configure_experiment(ex, launch)
     # an entry of ex.configurations is evaluated like a config scope (add_config would wrap it as a plain dict)
     ex.configurations.append(DeclaredConfig(blocks, per_value=per_value))
-    return ex
 
 
 EXIT_RECORD_LOST = 1  # the run finished, but its record reached neither the database nor the journal
