@@ -74,15 +74,9 @@ def folder_bytes(folder: Path) -> int:
 
 
 def anonymous_rss(process: psutil.Process) -> int:
-    """Resident anonymous memory of a process (``RssAnon`` of ``/proc/<pid>/status``): what the process holds
-    itself, without the memory-mapped Arrow files' pages that RSS also counts (the kernel drops those when
-    memory is short). Elsewhere: RSS less shared pages."""
-    try:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
+    """Resident anonymous memory of a process: what it holds itself, without the memory-mapped Arrow files'
+    pages that RSS also counts (the kernel drops those when memory is short). On Linux psutil's ``rss - shared``
+    is ``RssAnon`` of ``/proc/<pid>/status`` (shared = file-backed + shmem pages)."""
     info = process.memory_info()
     return info.rss - getattr(info, "shared", 0)
 

@@ -103,7 +103,6 @@ def _smollm2() -> TeacherSource:
 # (kd_plugin.preparation trains, caches and resolves them: kd_plugin.preparation.resolve_teacher). Declared here,
 # as data, so that every module knows these names and their architecture without importing the preparation.
 PREPARED: dict[str, str] = {"bert-tiny-prepared": "bert-tiny", "minilm-l6-prepared": "minilm-l6"}  # name -> base
-ARCHITECTURE_OF = PREPARED  # checks that need only the architecture read the base's (the same dict)
 
 
 def catalogue_names() -> list[str]:
@@ -118,7 +117,7 @@ def is_catalogue_name(name: str) -> bool:
 def provenance_of(teacher: str) -> Provenance:
     """Where ``teacher``'s weights come from: a catalogue entry's record (a prepared entry: its base's, trained
     further by kd_plugin), a local folder (nothing known), or a hub id (itself, licence not known here)."""
-    base = ARCHITECTURE_OF.get(teacher, teacher)
+    base = PREPARED.get(teacher, teacher)
     if base in PROVENANCE:
         known = PROVENANCE[base]
         if base == teacher:
@@ -134,7 +133,7 @@ def provenance_of(teacher: str) -> Provenance:
 
 def architecture_source(name_or_path: str) -> TeacherSource:
     """A source whose ``config.json`` has the architecture of ``name_or_path``, never triggering preparation."""
-    return resolve_teacher(ARCHITECTURE_OF.get(name_or_path, name_or_path))
+    return resolve_teacher(PREPARED.get(name_or_path, name_or_path))  # a prepared teacher has its base's
 
 
 RANDOM_TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,

@@ -91,9 +91,9 @@ def test_base_model_and_licence_come_from_the_teachers_upstream(tmp_path, teache
 
 def test_every_catalogue_teacher_has_an_upstream_record():
     """A new catalogue entry without one would publish no base model and licence 'other': declare it."""
-    from kd_plugin.teacher_catalogue import ARCHITECTURE_OF, PROVENANCE, catalogue_names, provenance_of
+    from kd_plugin.teacher_catalogue import PREPARED, PROVENANCE, catalogue_names, provenance_of
 
-    assert {ARCHITECTURE_OF.get(name, name) for name in catalogue_names()} <= set(PROVENANCE)
+    assert {PREPARED.get(name, name) for name in catalogue_names()} <= set(PROVENANCE)
     assert provenance_of("bert-tiny-prepared").hub_id is None  # a catalogue name is never taken for a hub id
 
 

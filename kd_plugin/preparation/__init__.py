@@ -7,7 +7,6 @@ from kd_plugin.preparation.cache import ensure_prepared, locate, read_record
 from kd_plugin.preparation.preparation_config import PreparationConfig
 from kd_plugin.preparation.recipes import (
     BASE_RECIPE,
-    PREPARED_TEACHERS,
     SMOKE,
     TEACHER_RECIPES,
     default_cache_root,
@@ -17,7 +16,6 @@ from kd_plugin.preparation.teachers import resolve_teacher
 
 __all__ = [
     "BASE_RECIPE",
-    "PREPARED_TEACHERS",
     "PreparationConfig",
     "SMOKE",
     "TEACHER_RECIPES",

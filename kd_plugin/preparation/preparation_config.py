@@ -42,7 +42,6 @@ from kd_plugin.config.optim import OptimSettings
 from kd_plugin.errors import ConfigError
 from kd_plugin.masking import MaskingConfig
 from kd_plugin.preparation.recipes import (
-    PREPARED_TEACHERS,
     RECIPE,
     RECIPE_DATA,
     RECIPE_MASKING,
@@ -50,9 +49,9 @@ from kd_plugin.preparation.recipes import (
     recipe_of,
 )
 from kd_plugin.runtime.paths import teacher_cache_root
-from kd_plugin.teacher_catalogue import TEACHERS
+from kd_plugin.teacher_catalogue import PREPARED, TEACHERS
 
-BASE_TEACHERS = "bert-tiny, minilm-l6, or a local BERT directory"
+BASE_TEACHERS = f"{', '.join(PREPARED.values())}, or a local BERT directory"  # the bases of the prepared entries
 
 
 def _is_masked_lm(path: str) -> bool:
@@ -65,9 +64,9 @@ def _is_masked_lm(path: str) -> bool:
 def _check_teacher(teacher: Any, key: str = "teacher") -> str:
     if not isinstance(teacher, str) or not teacher:
         raise ConfigError(key, f"{teacher!r}", BASE_TEACHERS)
-    if teacher in PREPARED_TEACHERS:
+    if teacher in PREPARED:
         raise ConfigError(key, f"{teacher!r} is already a prepared teacher",
-                          f"its base teacher {PREPARED_TEACHERS[teacher]!r}, or another base teacher")
+                          f"its base teacher {PREPARED[teacher]!r}, or another base teacher")
     if teacher in TEACHERS:
         source = TEACHERS.get(teacher)()
         if source.is_random:

@@ -32,7 +32,6 @@ from kd_plugin.config.distill import DATA, MASKING
 from kd_plugin.config.optim import OPTIM, clipping_norm_above_zero
 from kd_plugin.errors import ConfigError
 from kd_plugin.runtime.paths import TEACHER_CACHE_ENV, teacher_cache_root
-from kd_plugin.teacher_catalogue import PREPARED
 
 CACHE_ENV = TEACHER_CACHE_ENV  # overrides <project>/.cache/teachers (tests use a temporary directory)
 RECORD_FILE = "preparation.json"  # written last: its presence marks a complete prepared teacher
@@ -95,9 +94,6 @@ SMOKE: dict[str, Any] = {
     "steps": 30,  # bert-tiny: 6.8 % -> 22.1 % held-out masked-token accuracy, ~10 s of CPU
     "lr": 1e-3,
 }
-
-PREPARED_TEACHERS = PREPARED  # catalogue name of the prepared teacher -> base teacher (declared by the catalogue)
-
 
 def deep_update(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``base`` with ``update`` merged in (nested dicts merged key by key)."""

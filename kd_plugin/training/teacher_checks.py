@@ -21,11 +21,11 @@ from kd_plugin.errors import ConfigError
 from kd_plugin.families import family_of, n_layers_of
 from kd_plugin.losses import LossMixture, ModelDims
 from kd_plugin.objectives import objective_of
-from kd_plugin.preparation.recipes import CACHE_ENV, PREPARED_TEACHERS, default_cache_root
+from kd_plugin.preparation.recipes import CACHE_ENV, default_cache_root
 from kd_plugin.runtime.writable import check_writable_dir
 from kd_plugin.student.architectures import check_architecture
 from kd_plugin.student.layer_selection import resolve_n_layers, select_layers
-from kd_plugin.teacher_catalogue import architecture_source, is_catalogue_name
+from kd_plugin.teacher_catalogue import PREPARED, architecture_source, is_catalogue_name
 
 
 def teacher_architecture(name: str) -> PretrainedConfig | None:
@@ -60,7 +60,7 @@ def check_prepared_teacher_cache(name: str) -> None:
     """A prepared catalogue teacher is prepared (then cached) by the run that first needs it: its cache folder
     (``$KD_TEACHER_CACHE``) must be a folder that can be written, or the run would stop after minutes."""
     root = default_cache_root()
-    if name in PREPARED_TEACHERS and not root.is_dir():
+    if name in PREPARED and not root.is_dir():
         check_writable_dir(root, CACHE_ENV)
 
 
