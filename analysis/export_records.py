@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.connection import open_database, redact_url, resolve_url
+from analysis.connection import open_database, redact_url
 from kd_plugin.tracking.credentials import mask_url
 
 RECORD_FIELDS = ("experiment", "host", "config", "status", "start_time", "stop_time", "result", "fail_trace")
@@ -59,9 +59,17 @@ def export_run(database, run_id: int) -> dict[str, Any]:
     return _plain(record)
 
 
+def _server_of(database) -> str:
+    """``mongodb://HOST:PORT`` of the server ``database`` is connected to: the open database says where it is,
+    which need not be where the project's rule would point now (a test's server, a URL passed to open it)."""
+    host, port = database.client.address
+    return f"mongodb://{host}:{port}"
+
+
 def export_from(database, runs: dict[str, int], what: str, url: str | None = None) -> dict:
-    """The export of ``runs`` ({label: run id}) from an open database; ``url`` only names where it was."""
-    where = f"{redact_url(resolve_url(url))} ({socket.gethostname()}), database {database.name}"
+    """The export of ``runs`` ({label: run id}) from an open database; ``url`` (password masked), else the
+    server the database is connected to, names where it was."""
+    where = f"{redact_url(url or _server_of(database))} ({socket.gethostname()}), database {database.name}"
     return {"what": what, "database": where, "runs": {label: export_run(database, run_id)
                                                      for label, run_id in runs.items()}}
 

@@ -14,6 +14,28 @@ from kd_plugin.tracking.embedded_db import (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_database(tmp_path_factory):
+    """No test reads or writes the user's runs: ``KD_MONGO_URL``/``KD_MONGO_DB`` are unset and the embedded
+    server's data directory (``KD_DB_DIR``) is a fresh one for the session, so a default that reached for the
+    user's embedded server (running or not on this machine) behaves as on a clean CI machine. A server a test
+    starts there by default is stopped at the end. Tests of the default locations set their own environment."""
+    saved = {key: os.environ.get(key) for key in ("KD_MONGO_URL", "KD_MONGO_DB", "KD_DB_DIR")}
+    data_dir = tmp_path_factory.mktemp("default-embedded-db")
+    os.environ.pop("KD_MONGO_URL", None)
+    os.environ.pop("KD_MONGO_DB", None)
+    os.environ["KD_DB_DIR"] = str(data_dir)
+    try:
+        yield data_dir
+    finally:
+        stop_embedded_server(data_dir)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory):
     """URL of the session's test database server.

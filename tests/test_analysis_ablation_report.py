@@ -191,6 +191,8 @@ def test_the_table_is_regenerated_from_the_export_alone(database, mongo_url, tmp
     assert full_seed_1["final_metrics"]["held_out_mlm_accuracy_student"] == {"step": 150, "value": 0.117}
     assert runs["finetune 503"]["config"]["distill_run_id"] == 3
     assert "sweep s1" in exported["what"] and database.name in exported["database"]
+    host, port = database.client.address  # the server the runs were read from, not the project's default one
+    assert exported["database"].startswith(f"mongodb://{host}:{port} ")
 
 
 def test_records_without_a_completed_distillation_are_refused(tmp_path):
