@@ -62,8 +62,9 @@ def export_run(database, run_id: int) -> dict[str, Any]:
 def _server_of(database) -> str:
     """``mongodb://HOST:PORT`` of the server ``database`` is connected to: the open database says where it is,
     which need not be where the project's rule would point now (a test's server, a URL passed to open it)."""
-    host, port = database.client.address
-    return f"mongodb://{host}:{port}"
+    address = database.client.address  # None for a replica set with no primary: then the members it knows
+    servers = [address] if address else sorted(database.client.nodes)
+    return "mongodb://" + ",".join(f"{host}:{port}" for host, port in servers)
 
 
 def export_from(database, runs: dict[str, int], what: str, url: str | None = None) -> dict:
