@@ -5,8 +5,8 @@ recomputed) without the database, which lives on one machine.
         --what "SmolLM2-135M -> 15 blocks (docs/results.md)" --out analysis/results/smollm2-135m-2026-12-05.json
 
 Each ``--run LABEL=ID`` adds that run's record: experiment, host, config, status, start/stop time, result,
-fail trace, the Sacred command and comment (``-c``: a sweep's tags), the run's ``info`` without bulky or machine-private entries (metric ids, captured output) and the
-final value of every logged metric. Every URL is written with its password masked.
+fail trace, the Sacred command and comment (``-c``: a sweep's tags), the run's ``info`` without bulky or
+machine-private entries (metric ids, captured output) and the final value of every logged metric. Every URL is written with its password masked.
 """
 
 from __future__ import annotations

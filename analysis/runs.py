@@ -9,14 +9,14 @@ Columns (index ``run_id``, the Sacred ``_id``):
 
 * ``experiment``, ``status``, ``family`` and ``objective`` (the teacher's model family and training objective:
   ``bert``/``masked_lm``, ``gpt2``/``causal_lm``, ...; NA for runs that built no student), ``variant`` (the paper
-  ablation variant, :func:`kd_plugin.ablation.variant_of` from
-  the config, else the sweep's tag), ``sweep`` and ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`),
-  ``host`` (hostname), ``code_commit`` and ``code_dirty`` (the git commit of the code that ran, and whether
-  tracked files differed from it; NA for runs that record none), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
-  ``none``; NA for runs that record no launch), ``deepspeed_settings`` (a digest of the DeepSpeed config the engine
-  got, its monitor blocks left out: two checkouts' copies of one JSON file give the same digest, where the
-  ``deepspeed_config`` column holds each one's path; NA for runs that built no engine), ``start_time``, ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last
-  heartbeat of a run that has not stopped);
+  ablation variant, :func:`kd_plugin.ablation.variant_of` from the config, else the sweep's tag), ``sweep`` and
+  ``comment`` (Sacred's ``-c``, see :mod:`kd_plugin.tracking.run_tags`), ``host`` (hostname), ``code_commit`` and
+  ``code_dirty`` (the git commit of the code that ran, and whether tracked files differed from it; NA for runs
+  that record none), ``world_size`` (processes that trained it) and ``launcher`` (``torchrun``, ``deepspeed``,
+  ``none``; NA for runs that record no launch), ``deepspeed_settings`` (a digest of the DeepSpeed config the
+  engine got, its monitor blocks left out: two checkouts' copies of one JSON file give the same digest, where the
+  ``deepspeed_config`` column holds each one's path; NA for runs that built no engine), ``start_time``,
+  ``stop_time`` (UTC), ``duration_s`` (to the stop time, or to the last heartbeat of a run that has not stopped);
 * ``resumed_from_run`` (the run whose checkpoint this run started from) and ``resumed_by_run`` (the run that
   resumed this one), NA where none; :func:`analysis.load_metrics` ``follow_resumes=True`` stitches the curves;
 * every config value under its dotted name: ``T``, ``alpha_ce``, ``student.layers``, ``student.n_layers``,
@@ -75,7 +75,8 @@ DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 _PROJECTION = {
     "experiment.name": 1, "config": 1, "status": 1, "host.hostname": 1, "start_time": 1, "stop_time": 1,
     "heartbeat": 1, "result": 1, "meta.comment": 1, "info.student_summary": 1, "info.engine.world_size": 1,
-    "info.ranks": 1, "info.deepspeed_config": 1, "info.code": 1, "kd_tracking.died": 1, f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
+    "info.ranks": 1, "info.deepspeed_config": 1, "info.code": 1, "kd_tracking.died": 1,
+    f"info.{RESUMED_FROM_RUN}": 1, f"info.{RESUMED_BY_RUN}": 1,
     **RULE_FIELDS,
 }
 

@@ -22,7 +22,8 @@ from kd_plugin.config import distill_bookkeeping_keys
 # Columns that identify or describe a run, never a setting.
 NOT_SETTINGS = frozenset({
     "run_id", "name", "step", "value", "logged_by", "experiment", "status", "died", "variant", "sweep", "comment",
-    "host", "code_commit", "code_dirty", "start_time", "stop_time", "duration_s", "resumed_from_run", "resumed_by_run", "result",
+    "host", "code_commit", "code_dirty", "start_time", "stop_time", "duration_s", "resumed_from_run",
+    "resumed_by_run", "result",
 })
 DERIVED_PREFIXES = ("result.", "final.", "best.", "downstream.")
 

@@ -44,7 +44,8 @@ def run_logger() -> logging.Logger:
     or ``logging.basicConfig`` adds) is replaced, so no line is shown twice."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    kept = [h for h in root.handlers if not (type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.__stderr__))
+    kept = [h for h in root.handlers
+            if not (type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.__stderr__))
             and not isinstance(h, CurrentStderrHandler)]
     root.handlers = [*kept, CurrentStderrHandler()]
     return root
